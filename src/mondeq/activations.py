@@ -1,0 +1,120 @@
+"""Activations as proximal operators (SPEC 1.1).
+
+An activation ``σ = prox_f`` of a convex, closed, proper, separable ``f`` turns the equilibrium
+``z = σ(Wz + y)`` into the monotone inclusion ``0 ∈ (I − W)z − y + ∂f(z)`` (Winston & Kolter, 2020,
+"Monotone operator equilibrium networks", section 3). Splitting solvers need ``prox^α_f`` for every step
+``α > 0``; the backward pass needs ``σ'`` at the equilibrium pre-activation.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+
+import torch
+from torch import Tensor
+
+from .errors import InputError
+
+
+class Activation(ABC):
+    """A proximal activation: ``prox(v, α) = argmin_u ½‖u − v‖² + α f(u)`` and ``σ = prox(·, 1)``."""
+
+    name: str = ""
+
+    @abstractmethod
+    def prox(self, v: Tensor, alpha: float) -> Tensor:
+        """``prox^α_f(v)``, elementwise."""
+
+    @abstractmethod
+    def derivative(self, v: Tensor) -> Tensor:
+        """``σ'(v) ∈ [0, 1]``, elementwise, at the pre-activation ``v``."""
+
+    def __call__(self, v: Tensor) -> Tensor:
+        return self.prox(v, 1.0)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
+
+
+class ReLU(Activation):
+    """``σ(v) = max(v, 0)``: the prox of the indicator of ``u ≥ 0``, the same for every ``α``."""
+
+    name = "relu"
+
+    def prox(self, v: Tensor, alpha: float) -> Tensor:
+        return torch.relu(v)
+
+    def derivative(self, v: Tensor) -> Tensor:
+        return (v > 0).to(v.dtype)
+
+
+class LeakyReLU(Activation):
+    """``σ(v) = v`` for ``v ≥ 0``, ``a·v`` otherwise, ``a ∈ (0, 1]``.
+
+    ``f(u) = (1/a − 1)·u²/2`` for ``u < 0`` (0 otherwise), so ``prox^α_f(v) = v / (1 + α(1/a − 1))`` for
+    ``v < 0``.
+    """
+
+    name = "leaky_relu"
+
+    def __init__(self, negative_slope: float = 0.1) -> None:
+        if not 0.0 < negative_slope <= 1.0:
+            raise InputError(f"LeakyReLU needs a slope in (0, 1], got {negative_slope}")
+        self.negative_slope = float(negative_slope)
+
+    def _scale(self, alpha: float) -> float:
+        a = self.negative_slope
+        return a / (a + alpha * (1.0 - a))
+
+    def prox(self, v: Tensor, alpha: float) -> Tensor:
+        return torch.where(v >= 0, v, v * self._scale(alpha))
+
+    def derivative(self, v: Tensor) -> Tensor:
+        one = torch.ones((), dtype=v.dtype, device=v.device)
+        return torch.where(v > 0, one, one * self.negative_slope)
+
+    def __repr__(self) -> str:
+        return f"LeakyReLU(negative_slope={self.negative_slope})"
+
+
+class Diagonal(Activation):
+    """The linear map ``v ↦ d ⊙ v`` with ``d ∈ [0, 1]``: the activation of the adjoint problem (SPEC 3).
+
+    It is the prox of ``f(u) = Σ ½(1/dᵢ − 1)uᵢ²`` (the indicator of ``uᵢ = 0`` where ``dᵢ = 0``), so
+    ``prox^α_f(v) = d v / (d + α(1 − d))``; entries with ``d = 0`` are fixed at 0.
+    """
+
+    name = "diagonal"
+
+    def __init__(self, d: Tensor) -> None:
+        self.d = d
+        self._scales: dict[float, Tensor] = {}
+
+    def prox(self, v: Tensor, alpha: float) -> Tensor:
+        scale = self._scales.get(alpha)
+        if scale is None:
+            scale = self.d / (self.d + alpha * (1.0 - self.d))
+            self._scales[alpha] = scale
+        return v * scale
+
+    def derivative(self, v: Tensor) -> Tensor:
+        return self.d
+
+    def __call__(self, v: Tensor) -> Tensor:
+        return v * self.d
+
+
+ACTIVATIONS: dict[str, type[Activation]] = {"relu": ReLU, "leaky_relu": LeakyReLU}
+
+
+def get_activation(name: str | Activation, **kwargs: float) -> Activation:
+    """An activation by registry name (``relu``, ``leaky_relu``), or the given instance unchanged."""
+    if isinstance(name, Activation):
+        if kwargs:
+            raise InputError(f"options {sorted(kwargs)} given with an activation instance")
+        return name
+    try:
+        cls = ACTIVATIONS[name]
+    except KeyError:
+        raise InputError(f"unknown activation {name!r}; choose one of {sorted(ACTIVATIONS)}") from None
+    return cls(**kwargs)

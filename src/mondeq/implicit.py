@@ -1,0 +1,163 @@
+"""Implicit differentiation through the equilibrium (SPEC 3; Winston & Kolter 2020, section 3.3).
+
+With ``D = diag(σ'(Wz* + y))``, an incoming gradient ``g = ∂ℓ/∂z*`` gives ``∂ℓ/∂y = u`` where
+``u = D(Wᵀu + g)``, i.e. ``u = D(I − WᵀD)⁻¹g``, and ``∂ℓ/∂W = u z*ᵀ``. The equation for ``u`` is again an
+equilibrium of the same kind: operator ``Wᵀ`` (``I − Wᵀ`` is as strongly monotone as ``I − W``) and the
+activation ``v ↦ Dv``, the prox of a separable convex quadratic (:class:`~mondeq.activations.Diagonal`).
+So the forward solvers, with ``Wᵀ`` and the transposed resolvent, solve it with the same guarantee.
+Nothing of the forward iterations is kept: memory does not grow with the number of iterations.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor
+from torch.autograd.function import once_differentiable
+
+from .activations import Activation, Diagonal
+from .errors import InputError
+from .operators.base import FrozenOperator, MonotoneOperator
+from .solvers import PeacemanRachford, Solution, Solver, SolverStats
+
+
+class BackwardMethod(ABC):
+    """How ``∂ℓ/∂y`` is obtained from ``g = ∂ℓ/∂z*`` and ``d = σ'(Wz* + y)``."""
+
+    @abstractmethod
+    def adjoint(
+        self, op: FrozenOperator, d: Tensor, g: Tensor, forward_solver: Solver
+    ) -> tuple[Tensor, SolverStats | None]:
+        """``u ≈ D(I − WᵀD)⁻¹g`` and the statistics of the solve (``None`` when nothing is solved)."""
+
+
+@dataclass(frozen=True)
+class ImplicitBackward(BackwardMethod):
+    """Exact implicit gradient: solve ``u = D(Wᵀu + g)`` to tolerance.
+
+    Args:
+        solver: the solver of the adjoint equilibrium; ``None`` uses the forward solver's configuration.
+    """
+
+    solver: Solver | None = None
+
+    def adjoint(
+        self, op: FrozenOperator, d: Tensor, g: Tensor, forward_solver: Solver
+    ) -> tuple[Tensor, SolverStats | None]:
+        sol = (self.solver or forward_solver).solve(op.transpose(), Diagonal(d), g)
+        return sol.z, sol.stats
+
+
+@dataclass(frozen=True)
+class JacobianFreeBackward(BackwardMethod):
+    """Approximate: ``u = Dg``, i.e. ``(I − WᵀD)⁻¹ ≈ I`` (Fung et al. 2022, "JFB: Jacobian-free
+    backpropagation for implicit networks"). Not the true gradient."""
+
+    def adjoint(
+        self, op: FrozenOperator, d: Tensor, g: Tensor, forward_solver: Solver
+    ) -> tuple[Tensor, SolverStats | None]:
+        return d * g, None
+
+
+@dataclass(frozen=True)
+class PhantomBackward(BackwardMethod):
+    """Approximate: ``steps`` damped iterations ``u ← (1 − λ)u + λD(Wᵀu + g)`` from ``u = Dg`` (Geng et
+    al. 2021, "On training implicit models"). Not the true gradient."""
+
+    steps: int = 5
+    damping: float = 0.5
+
+    def __post_init__(self) -> None:
+        if self.steps < 1 or not 0.0 < self.damping <= 1.0:
+            raise InputError(f"PhantomBackward needs steps ≥ 1 and damping in (0, 1], got {self}")
+
+    def adjoint(
+        self, op: FrozenOperator, d: Tensor, g: Tensor, forward_solver: Solver
+    ) -> tuple[Tensor, SolverStats | None]:
+        u = d * g
+        for _ in range(self.steps):
+            u = torch.lerp(u, d * op.WT(u, add=g), self.damping)
+        return u, None
+
+
+@dataclass
+class SolveRecord:
+    """Statistics of the last forward solve and, once backward has run, of its adjoint solve."""
+
+    forward: SolverStats | None = None
+    backward: SolverStats | None = None
+
+
+@dataclass(frozen=True)
+class _Spec:
+    operator: MonotoneOperator
+    activation: Activation
+    solver: Solver
+    backward: BackwardMethod
+    record: SolveRecord = field(default_factory=SolveRecord)
+
+
+class _ImplicitEquilibrium(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx: Any, spec: _Spec, y: Tensor, *tensors: Tensor) -> Tensor:
+        op = spec.operator.frozen(tensors)
+        sol = spec.solver.solve(op, spec.activation, y.detach())
+        spec.record.forward = sol.stats
+        ctx.spec, ctx.op = spec, op
+        ctx.save_for_backward(sol.z, sol.pre_activation, *tensors)
+        return sol.z
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: Any, g: Tensor) -> tuple[Tensor | None, ...]:
+        z, v, *tensors = ctx.saved_tensors
+        spec: _Spec = ctx.spec
+        u, stats = spec.backward.adjoint(ctx.op, spec.activation.derivative(v), g, spec.solver)
+        spec.record.backward = stats
+        need = [i for i in range(len(tensors)) if ctx.needs_input_grad[2 + i]]
+        grads: list[Tensor | None] = [None] * len(tensors)
+        if need:
+            with torch.enable_grad():
+                leaves = [t.detach().requires_grad_(i in need) for i, t in enumerate(tensors)]
+                out = spec.operator.apply_W(leaves, z)
+                for i, gi in zip(need, torch.autograd.grad(out, [leaves[i] for i in need], u), strict=True):
+                    grads[i] = gi
+        return (None, u if ctx.needs_input_grad[1] else None, *grads)
+
+
+def equilibrium(
+    operator: MonotoneOperator,
+    activation: Activation,
+    y: Tensor,
+    solver: Solver | None = None,
+    backward: BackwardMethod | None = None,
+    record: SolveRecord | None = None,
+) -> Tensor:
+    """The equilibrium ``z*`` of ``z = σ(Wz + y)``, differentiable in ``y`` and the operator's parameters.
+
+    Gradients come from ``backward`` (exact implicit differentiation by default). Statistics of both
+    solves go to ``record`` when one is given.
+    """
+    spec = _Spec(
+        operator,
+        activation,
+        solver or PeacemanRachford(),
+        backward or ImplicitBackward(),
+        record if record is not None else SolveRecord(),
+    )
+    return _ImplicitEquilibrium.apply(spec, y, *operator.tensors())
+
+
+def solve(
+    operator: MonotoneOperator | FrozenOperator,
+    activation: Activation,
+    y: Tensor,
+    solver: Solver | None = None,
+) -> Solution:
+    """Solve ``z = σ(Wz + y)`` without autograd; returns the :class:`~mondeq.solvers.Solution`."""
+    op = operator.frozen() if isinstance(operator, MonotoneOperator) else operator
+    with torch.no_grad():
+        return (solver or PeacemanRachford()).solve(op, activation, y.detach())

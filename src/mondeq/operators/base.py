@@ -1,0 +1,198 @@
+"""The linear part ``W`` of an equilibrium ``z = σ(Wz + y)``, as objects the solvers can use.
+
+Two levels:
+
+* :class:`MonotoneOperator` is an ``nn.Module`` holding the trainable parameters. Its parameterization
+  guarantees ``(I − W) + (I − W)ᵀ ⪰ 2mI`` for every parameter value (SPEC 1.2), so the equilibrium is
+  unique and the splitting solvers converge.
+* :class:`FrozenOperator` is ``W`` at one parameter value, detached from autograd: it applies ``W`` and
+  ``Wᵀ``, gives the resolvent ``(I + α(I − W))⁻¹`` (built once per ``α`` and then reused) and the constants
+  ``m`` and ``‖I − W‖₂``. :meth:`MonotoneOperator.frozen` caches it until the parameters change, so a
+  forward solve, its backward solve and every later evaluation share one factorisation.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+
+
+class Resolvent(ABC):
+    """``R_α = (I + α(I − W))⁻¹`` of a frozen operator, with its transpose."""
+
+    def __init__(self, alpha: float) -> None:
+        self.alpha = alpha
+
+    @abstractmethod
+    def apply(self, v: Tensor, add: Tensor | None = None) -> Tensor:
+        """``add + R_α v`` (``add`` omitted: ``R_α v``)."""
+
+    @abstractmethod
+    def apply_T(self, v: Tensor, add: Tensor | None = None) -> Tensor:
+        """``add + R_αᵀ v``; ``R_αᵀ`` is the resolvent of ``Wᵀ``."""
+
+    @property
+    def T(self) -> Resolvent:  # noqa: N802 - the usual name of a transpose
+        return _TransposedResolvent(self)
+
+
+class _TransposedResolvent(Resolvent):
+    def __init__(self, parent: Resolvent) -> None:
+        super().__init__(parent.alpha)
+        self._parent = parent
+
+    def apply(self, v: Tensor, add: Tensor | None = None) -> Tensor:
+        return self._parent.apply_T(v, add)
+
+    def apply_T(self, v: Tensor, add: Tensor | None = None) -> Tensor:
+        return self._parent.apply(v, add)
+
+    @property
+    def T(self) -> Resolvent:  # noqa: N802
+        return self._parent
+
+
+class FrozenOperator(ABC):
+    """``W`` at fixed parameter values: matrix-free products, resolvents and constants.
+
+    Attributes:
+        m: a guaranteed lower bound of the strong monotonicity of ``I − W``.
+        shape: the shape of one sample of ``z`` (without the batch dimension).
+    """
+
+    def __init__(self, m: float, shape: tuple[int, ...]) -> None:
+        self.m = float(m)
+        self.shape = tuple(shape)
+        self._resolvents: dict[float, Resolvent] = {}
+        self._lipschitz: float | None = None
+
+    @abstractmethod
+    def W(self, z: Tensor, add: Tensor | None = None) -> Tensor:  # noqa: N802 - the paper's name
+        """``add + W z`` for a batch ``z`` of shape ``(batch, *shape)``."""
+
+    @abstractmethod
+    def WT(self, z: Tensor, add: Tensor | None = None) -> Tensor:  # noqa: N802
+        """``add + Wᵀ z``."""
+
+    @abstractmethod
+    def _build_resolvent(self, alpha: float) -> Resolvent: ...
+
+    @abstractmethod
+    def _norm_I_minus_W(self) -> float:  # noqa: N802
+        """An upper bound of ``‖I − W‖₂`` (exact up to round-off where the structure allows)."""
+
+    def resolvent(self, alpha: float) -> Resolvent:
+        """``(I + α(I − W))⁻¹``, factorised on first use and cached for this ``α``."""
+        alpha = float(alpha)
+        if not alpha > 0.0:
+            raise ValueError(f"a resolvent needs alpha > 0, got {alpha}")
+        res = self._resolvents.get(alpha)
+        if res is None:
+            res = self._resolvents[alpha] = self._build_resolvent(alpha)
+        return res
+
+    @property
+    def lipschitz(self) -> float:
+        """``L ≥ ‖I − W‖₂``, computed once."""
+        if self._lipschitz is None:
+            self._lipschitz = float(self._norm_I_minus_W())
+        return self._lipschitz
+
+    def transpose(self) -> FrozenOperator:
+        """The operator ``Wᵀ``, sharing this one's factorisations (``I − Wᵀ`` is as monotone as ``I − W``)."""
+        return _TransposedOperator(self)
+
+
+class _TransposedOperator(FrozenOperator):
+    def __init__(self, parent: FrozenOperator) -> None:
+        super().__init__(parent.m, parent.shape)
+        self._parent = parent
+
+    def W(self, z: Tensor, add: Tensor | None = None) -> Tensor:  # noqa: N802
+        return self._parent.WT(z, add)
+
+    def WT(self, z: Tensor, add: Tensor | None = None) -> Tensor:  # noqa: N802
+        return self._parent.W(z, add)
+
+    def resolvent(self, alpha: float) -> Resolvent:
+        return self._parent.resolvent(alpha).T
+
+    def _build_resolvent(self, alpha: float) -> Resolvent:  # pragma: no cover - resolvent() delegates
+        return self._parent.resolvent(alpha).T
+
+    def _norm_I_minus_W(self) -> float:  # noqa: N802
+        return self._parent.lipschitz
+
+    def transpose(self) -> FrozenOperator:
+        return self._parent
+
+
+class MonotoneOperator(nn.Module, ABC):
+    """A trainable ``W`` whose parameterization keeps ``I − W`` ``m``-strongly monotone.
+
+    Subclasses name the tensors ``W`` depends on (:meth:`tensors`), apply ``W`` differentiably as a pure
+    function of them (:meth:`apply_W`, used for parameter gradients) and build a :class:`FrozenOperator`
+    from them (:meth:`build`). Passing the tensors explicitly keeps the implicit backward exact under
+    ``torch.func.functional_call`` and lets autograd detect parameters modified between forward and backward.
+    """
+
+    def __init__(self, m: float) -> None:
+        super().__init__()
+        if not m > 0:
+            raise ValueError(f"the strong monotonicity m must be > 0, got {m}")
+        self.m = float(m)
+        self._cache: tuple[list[Tensor], FrozenOperator] | None = None
+
+    @abstractmethod
+    def tensors(self) -> tuple[Tensor, ...]:
+        """The tensors ``W`` is a function of (its parameters, by attribute access)."""
+
+    @abstractmethod
+    def apply_W(self, tensors: Sequence[Tensor], z: Tensor) -> Tensor:  # noqa: N802
+        """``W z`` as a differentiable function of ``tensors`` and ``z``."""
+
+    @abstractmethod
+    def build(self, tensors: Sequence[Tensor]) -> FrozenOperator:
+        """A :class:`FrozenOperator` at the values of ``tensors`` (detached)."""
+
+    @property
+    @abstractmethod
+    def shape(self) -> tuple[int, ...]:
+        """The shape of one sample of ``z``."""
+
+    def forward(self, z: Tensor) -> Tensor:
+        """``W z`` with the current parameters (differentiable)."""
+        return self.apply_W(self.tensors(), z)
+
+    def frozen(self, tensors: Sequence[Tensor] | None = None) -> FrozenOperator:
+        """The :class:`FrozenOperator` at the current parameter values, rebuilt only when they change.
+
+        The cache compares values, not version counters, so it is also correct after writes that bypass
+        autograd's version tracking (``param.data[...] = ...``).
+        """
+        tensors = tuple(self.tensors() if tensors is None else tensors)
+        cached = self._cache
+        if cached is not None and _same_values(cached[0], tensors):
+            return cached[1]
+        with torch.no_grad():
+            detached = [t.detach() for t in tensors]
+            op = self.build(detached)
+            self._cache = ([t.clone() for t in detached], op)
+        return op
+
+    def __getstate__(self) -> dict:
+        state = super().__getstate__()
+        state["_cache"] = None
+        return state
+
+
+def _same_values(old: Sequence[Tensor], new: Sequence[Tensor]) -> bool:
+    if len(old) != len(new):
+        return False
+    for a, b in zip(old, new, strict=True):
+        if a.shape != b.shape or a.dtype != b.dtype or a.device != b.device:
+            return False
+    return all(torch.equal(a, b.detach()) for a, b in zip(old, new, strict=True))

@@ -1,0 +1,120 @@
+"""Fully connected monotone operator (SPEC 1.2, 4.1; Winston & Kolter 2020, section 4).
+
+``W = (1 − m)I − AᵀA + B − Bᵀ``, so ``sym(I − W) = mI + AᵀA ⪰ mI`` for every ``A, B``. With
+``normalized=True`` the paper's normalised form ``W = (1 − m)I − g·AᵀA/‖A‖²_F + h·(B − Bᵀ)/‖B‖_F`` with
+learnable scalars ``g, h`` (its code omits it).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+
+from .base import FrozenOperator, MonotoneOperator, Resolvent
+
+
+class DenseResolvent(Resolvent):
+    """``(I + α(I − W))⁻¹`` as an explicit matrix, inverted once in float64.
+
+    The matrix is provably well conditioned: its singular values lie in ``[1 + αm, 1 + αL]``, so an
+    explicit inverse loses nothing against a triangular solve and is applied as one matrix product.
+    """
+
+    def __init__(self, weight: Tensor, alpha: float) -> None:
+        super().__init__(alpha)
+        n = weight.shape[0]
+        eye = torch.eye(n, dtype=torch.float64, device=weight.device)
+        system = (1.0 + alpha) * eye - alpha * weight.to(torch.float64)
+        self.matrix = torch.linalg.inv(system).to(weight.dtype)
+        self._matrix_t = self.matrix.T
+
+    def apply(self, v: Tensor, add: Tensor | None = None) -> Tensor:
+        return v @ self._matrix_t if add is None else torch.addmm(add, v, self._matrix_t)
+
+    def apply_T(self, v: Tensor, add: Tensor | None = None) -> Tensor:  # noqa: N802
+        return v @ self.matrix if add is None else torch.addmm(add, v, self.matrix)
+
+
+class DenseFrozenOperator(FrozenOperator):
+    """A dense ``W`` (``n × n``) acting on batches of shape ``(batch, n)``."""
+
+    def __init__(self, weight: Tensor, m: float) -> None:
+        super().__init__(m, (weight.shape[0],))
+        self.weight = weight
+        self._weight_t = weight.T
+
+    def W(self, z: Tensor, add: Tensor | None = None) -> Tensor:  # noqa: N802
+        return z @ self._weight_t if add is None else torch.addmm(add, z, self._weight_t)
+
+    def WT(self, z: Tensor, add: Tensor | None = None) -> Tensor:  # noqa: N802
+        return z @ self.weight if add is None else torch.addmm(add, z, self.weight)
+
+    def _build_resolvent(self, alpha: float) -> Resolvent:
+        return DenseResolvent(self.weight, alpha)
+
+    def _norm_I_minus_W(self) -> float:  # noqa: N802
+        w = self.weight.to(torch.float64)
+        eye = torch.eye(w.shape[0], dtype=w.dtype, device=w.device)
+        return float(torch.linalg.matrix_norm(eye - w, ord=2)) * (1.0 + 1e-12)
+
+
+class DenseMonotone(MonotoneOperator):
+    """Trainable ``W = (1 − m)I − AᵀA + B − Bᵀ`` on ``ℝⁿ``.
+
+    Args:
+        n: hidden width.
+        m: strong monotonicity of ``I − W`` (the paper uses 1).
+        normalized: use the normalised form with learnable scalars ``g, h``.
+    """
+
+    def __init__(
+        self,
+        n: int,
+        m: float = 1.0,
+        *,
+        normalized: bool = False,
+        dtype: torch.dtype | None = None,
+        device: torch.device | str | None = None,
+    ) -> None:
+        super().__init__(m)
+        if n < 1:
+            raise ValueError(f"the hidden width must be positive, got {n}")
+        self.n = int(n)
+        self.normalized = bool(normalized)
+        bound = 1.0 / math.sqrt(n)
+        kw = {"dtype": dtype, "device": device}
+        self.A = nn.Parameter(torch.empty(n, n, **kw).uniform_(-bound, bound))
+        self.B = nn.Parameter(torch.empty(n, n, **kw).uniform_(-bound, bound))
+        if normalized:
+            self.g = nn.Parameter(torch.ones((), **kw))
+            self.h = nn.Parameter(torch.ones((), **kw))
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return (self.n,)
+
+    def tensors(self) -> tuple[Tensor, ...]:
+        return (self.A, self.B, self.g, self.h) if self.normalized else (self.A, self.B)
+
+    def weight(self, tensors: Sequence[Tensor] | None = None) -> Tensor:
+        """The matrix ``W`` (differentiable in ``tensors``, the current parameters by default)."""
+        a, b, *gh = self.tensors() if tensors is None else tensors
+        ata, skew = a.T @ a, b - b.T
+        if gh:
+            g, h = gh
+            ata = g * ata / a.square().sum()
+            skew = h * skew / b.norm()
+        eye = torch.eye(self.n, dtype=a.dtype, device=a.device)
+        return (1.0 - self.m) * eye - ata + skew
+
+    def apply_W(self, tensors: Sequence[Tensor], z: Tensor) -> Tensor:  # noqa: N802
+        return z @ self.weight(tensors).T
+
+    def build(self, tensors: Sequence[Tensor]) -> DenseFrozenOperator:
+        return DenseFrozenOperator(self.weight(tensors), self.m)
+
+    def extra_repr(self) -> str:
+        return f"n={self.n}, m={self.m}, normalized={self.normalized}"
