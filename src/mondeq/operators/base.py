@@ -35,7 +35,7 @@ class Resolvent(ABC):
         """``add + R_αᵀ v``; ``R_αᵀ`` is the resolvent of ``Wᵀ``."""
 
     @property
-    def T(self) -> Resolvent:  # noqa: N802 - the usual name of a transpose
+    def T(self) -> Resolvent:
         return _TransposedResolvent(self)
 
 
@@ -51,7 +51,7 @@ class _TransposedResolvent(Resolvent):
         return self._parent.apply(v, add)
 
     @property
-    def T(self) -> Resolvent:  # noqa: N802
+    def T(self) -> Resolvent:
         return self._parent
 
 
@@ -70,18 +70,18 @@ class FrozenOperator(ABC):
         self._lipschitz: float | None = None
 
     @abstractmethod
-    def W(self, z: Tensor, add: Tensor | None = None) -> Tensor:  # noqa: N802 - the paper's name
+    def W(self, z: Tensor, add: Tensor | None = None) -> Tensor:
         """``add + W z`` for a batch ``z`` of shape ``(batch, *shape)``."""
 
     @abstractmethod
-    def WT(self, z: Tensor, add: Tensor | None = None) -> Tensor:  # noqa: N802
+    def WT(self, z: Tensor, add: Tensor | None = None) -> Tensor:
         """``add + Wᵀ z``."""
 
     @abstractmethod
     def _build_resolvent(self, alpha: float) -> Resolvent: ...
 
     @abstractmethod
-    def _norm_I_minus_W(self) -> float:  # noqa: N802
+    def _norm_I_minus_W(self) -> float:
         """An upper bound of ``‖I − W‖₂`` (exact up to round-off where the structure allows)."""
 
     def resolvent(self, alpha: float) -> Resolvent:
@@ -111,10 +111,10 @@ class _TransposedOperator(FrozenOperator):
         super().__init__(parent.m, parent.shape)
         self._parent = parent
 
-    def W(self, z: Tensor, add: Tensor | None = None) -> Tensor:  # noqa: N802
+    def W(self, z: Tensor, add: Tensor | None = None) -> Tensor:
         return self._parent.WT(z, add)
 
-    def WT(self, z: Tensor, add: Tensor | None = None) -> Tensor:  # noqa: N802
+    def WT(self, z: Tensor, add: Tensor | None = None) -> Tensor:
         return self._parent.W(z, add)
 
     def resolvent(self, alpha: float) -> Resolvent:
@@ -123,7 +123,7 @@ class _TransposedOperator(FrozenOperator):
     def _build_resolvent(self, alpha: float) -> Resolvent:  # pragma: no cover - resolvent() delegates
         return self._parent.resolvent(alpha).T
 
-    def _norm_I_minus_W(self) -> float:  # noqa: N802
+    def _norm_I_minus_W(self) -> float:
         return self._parent.lipschitz
 
     def transpose(self) -> FrozenOperator:
@@ -151,7 +151,7 @@ class MonotoneOperator(nn.Module, ABC):
         """The tensors ``W`` is a function of (its parameters, by attribute access)."""
 
     @abstractmethod
-    def apply_W(self, tensors: Sequence[Tensor], z: Tensor) -> Tensor:  # noqa: N802
+    def apply_W(self, tensors: Sequence[Tensor], z: Tensor) -> Tensor:
         """``W z`` as a differentiable function of ``tensors`` and ``z``."""
 
     @abstractmethod

@@ -34,7 +34,7 @@ class DenseResolvent(Resolvent):
     def apply(self, v: Tensor, add: Tensor | None = None) -> Tensor:
         return v @ self._matrix_t if add is None else torch.addmm(add, v, self._matrix_t)
 
-    def apply_T(self, v: Tensor, add: Tensor | None = None) -> Tensor:  # noqa: N802
+    def apply_T(self, v: Tensor, add: Tensor | None = None) -> Tensor:
         return v @ self.matrix if add is None else torch.addmm(add, v, self.matrix)
 
 
@@ -46,16 +46,16 @@ class DenseFrozenOperator(FrozenOperator):
         self.weight = weight
         self._weight_t = weight.T
 
-    def W(self, z: Tensor, add: Tensor | None = None) -> Tensor:  # noqa: N802
+    def W(self, z: Tensor, add: Tensor | None = None) -> Tensor:
         return z @ self._weight_t if add is None else torch.addmm(add, z, self._weight_t)
 
-    def WT(self, z: Tensor, add: Tensor | None = None) -> Tensor:  # noqa: N802
+    def WT(self, z: Tensor, add: Tensor | None = None) -> Tensor:
         return z @ self.weight if add is None else torch.addmm(add, z, self.weight)
 
     def _build_resolvent(self, alpha: float) -> Resolvent:
         return DenseResolvent(self.weight, alpha)
 
-    def _norm_I_minus_W(self) -> float:  # noqa: N802
+    def _norm_I_minus_W(self) -> float:
         w = self.weight.to(torch.float64)
         eye = torch.eye(w.shape[0], dtype=w.dtype, device=w.device)
         return float(torch.linalg.matrix_norm(eye - w, ord=2)) * (1.0 + 1e-12)
@@ -110,7 +110,7 @@ class DenseMonotone(MonotoneOperator):
         eye = torch.eye(self.n, dtype=a.dtype, device=a.device)
         return (1.0 - self.m) * eye - ata + skew
 
-    def apply_W(self, tensors: Sequence[Tensor], z: Tensor) -> Tensor:  # noqa: N802
+    def apply_W(self, tensors: Sequence[Tensor], z: Tensor) -> Tensor:
         return z @ self.weight(tensors).T
 
     def build(self, tensors: Sequence[Tensor]) -> DenseFrozenOperator:

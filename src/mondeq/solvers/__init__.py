@@ -6,7 +6,7 @@ from typing import Any
 
 from ..errors import InputError
 from .anderson import Anderson
-from .base import Iteration, Solution, Solver, SolverStats, Splitting, relative_residual
+from .base import Iteration, Solution, Solver, SolverStats, Splitting, relative_residual, residual_floor
 from .douglas_rachford import DouglasRachford
 from .forward_backward import ForwardBackward
 from .peaceman_rachford import PeacemanRachford
@@ -47,4 +47,5 @@ __all__ = [
     "Splitting",
     "make_solver",
     "relative_residual",
+    "residual_floor",
 ]

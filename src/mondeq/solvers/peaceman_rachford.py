@@ -6,8 +6,7 @@ With ``R = (I + α(I − W))⁻¹`` and the state ``u``::
     z½ = R(2z − u + αy)
     u⁺ = u + 2θ(z½ − z)        θ = 1: Peaceman–Rachford, θ = ½: Douglas–Rachford
 
-converges for every ``α > 0``. The candidate equilibrium is ``z½``: its pre-activation follows from the
-resolvent equation without another product, ``Wz½ + y = ((1 + α)z½ − (2z − u))/α``.
+converges for every ``α > 0``. The candidate equilibrium is ``z½``.
 """
 
 from __future__ import annotations
@@ -37,10 +36,7 @@ class _SplittingIteration(Iteration):
         u_next = torch.lerp(w, z_half, 2.0)
         if self.relaxation != 1.0:
             u_next = torch.lerp(u, u_next, self.relaxation)
-        if not check:
-            return u_next, None, None
-        v = torch.sub(z_half, w, alpha=1.0 / (1.0 + a)).mul_((1.0 + a) / a)
-        return u_next, z_half, v
+        return u_next, z_half, None
 
 
 @dataclass(frozen=True, kw_only=True)

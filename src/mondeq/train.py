@@ -1,0 +1,244 @@
+"""Training and evaluation loops, checkpoints and metrics (the application layer)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from .data import Splits, load_dataset, random_crop_flip
+from .errors import InputError
+from .layers import EquilibriumLayer
+from .models import build_model
+from .solvers import make_solver
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a training run (saved as ``config.json``)."""
+
+    model: str = "fc"
+    dataset: str = "mnist-mini"
+    data_dir: str | None = None
+    epochs: int = 40
+    batch_size: int = 128
+    test_batch_size: int = 400
+    lr: float = 1e-3
+    lr_step: int | None = 30
+    lr_gamma: float = 0.1
+    weight_decay: float = 0.0
+    augment_pad: int = 1
+    augment_flip: bool = False
+    train_subset: int | None = None
+    test_subset: int | None = None
+    hidden: int = 87
+    m: float = 1.0
+    solver: str = "pr"
+    anderson: bool = False
+    alpha: float | None = None
+    tol: float = 1e-2
+    max_iter: int = 300
+    eval_tol: float | None = 1e-3
+    seed: int = 0
+    device: str = "cpu"
+    out: str | None = None
+
+    def validate(self) -> None:
+        for name in ("epochs", "batch_size", "test_batch_size", "max_iter", "hidden"):
+            if getattr(self, name) < 1:
+                raise InputError(f"--{name.replace('_', '-')} must be ≥ 1, got {getattr(self, name)}")
+        if not self.lr > 0:
+            raise InputError(f"--lr must be > 0, got {self.lr}")
+        if self.device.startswith("cuda") and not torch.cuda.is_available():
+            raise InputError("--device cuda was asked for but no CUDA device is available")
+
+
+def build_from_config(cfg: TrainConfig, splits: Splits) -> nn.Module:
+    """The model of ``cfg`` with its training and evaluation solvers."""
+    opts: dict[str, Any] = {"alpha": cfg.alpha, "tol": cfg.tol, "max_iter": cfg.max_iter}
+    solver = make_solver(cfg.solver, anderson=cfg.anderson, **opts)
+    eval_solver = None if cfg.eval_tol is None else solver.with_options(tol=cfg.eval_tol)
+    info = splits.info
+    return build_model(
+        cfg.model, info.input_shape, info.num_classes,
+        hidden=cfg.hidden, m=cfg.m, solver=solver, eval_solver=eval_solver,
+    )
+
+
+def _equilibrium_layers(model: nn.Module) -> list[EquilibriumLayer]:
+    return [m for m in model.modules() if isinstance(m, EquilibriumLayer)]
+
+
+def _iterations(model: nn.Module) -> tuple[float, float]:
+    fwd = bwd = 0.0
+    for layer in _equilibrium_layers(model):
+        rec = layer.last_solve
+        if rec is not None and rec.forward is not None:
+            fwd += rec.forward.iterations
+        if rec is not None and rec.backward is not None:
+            bwd += rec.backward.iterations
+    return fwd, bwd
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, splits: Splits, batch_size: int, device: torch.device) -> dict[str, float]:
+    """Test loss, accuracy and mean forward iterations per batch."""
+    model.eval()
+    loss = correct = iters = 0.0
+    n = len(splits.test_labels)
+    batches = 0
+    for i in range(0, n, batch_size):
+        x = splits.normalize(splits.test_images[i : i + batch_size].to(device))
+        y = splits.test_labels[i : i + batch_size].to(device)
+        logits = model(x)
+        loss += float(F.cross_entropy(logits, y, reduction="sum"))
+        correct += int((logits.argmax(1) == y).sum())
+        iters += _iterations(model)[0]
+        batches += 1
+    return {"test_loss": loss / n, "test_acc": correct / n, "test_fwd_iters": iters / max(batches, 1)}
+
+
+def save_atomic(obj: Any, path: Path) -> None:
+    """``torch.save`` to a temporary file in the same folder, then rename it over ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def train(cfg: TrainConfig, *, progress: bool = True, log: Callable[[str], None] = print) -> list[dict]:
+    """Train ``cfg.model`` on ``cfg.dataset``; returns one metrics dict per epoch.
+
+    With ``cfg.out`` set, writes ``config.json``, ``metrics.jsonl`` (one JSON object per epoch),
+    ``checkpoint.pt`` (atomically, every epoch) and ``metrics.png``.
+    """
+    cfg.validate()
+    device = torch.device(cfg.device)
+    splits = load_dataset(
+        cfg.dataset, cfg.data_dir, train_subset=cfg.train_subset, test_subset=cfg.test_subset,
+        subset_seed=cfg.seed,
+    )
+    torch.manual_seed(cfg.seed)
+    model = build_from_config(cfg, splits).to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    scheduler = (
+        torch.optim.lr_scheduler.StepLR(optimizer, cfg.lr_step, cfg.lr_gamma) if cfg.lr_step else None
+    )
+    out = Path(cfg.out) if cfg.out else None
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2) + "\n")
+        (out / "metrics.jsonl").write_text("")
+    n_params = sum(p.numel() for p in model.parameters())
+    log(f"{cfg.model} on {cfg.dataset}: {n_params:,} parameters, {len(splits.train_labels):,} training / "
+        f"{len(splits.test_labels):,} test images, solver {model_solver_name(model)}")
+
+    history: list[dict] = []
+    n = len(splits.train_labels)
+    steps = math.ceil(n / cfg.batch_size)
+    for epoch in range(1, cfg.epochs + 1):
+        model.train()
+        start = time.perf_counter()
+        gen = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
+        order = torch.randperm(n, generator=gen)
+        totals = {"loss": 0.0, "correct": 0, "fwd": 0.0, "bwd": 0.0}
+        bar = tqdm(range(steps), desc=f"epoch {epoch}/{cfg.epochs}", disable=not progress, leave=False)
+        for step in bar:
+            idx = order[step * cfg.batch_size : (step + 1) * cfg.batch_size]
+            images = splits.train_images[idx].to(device)
+            if cfg.augment_pad or cfg.augment_flip:
+                images = random_crop_flip(images, cfg.augment_pad, cfg.augment_flip, gen)
+            x = splits.normalize(images)
+            y = splits.train_labels[idx].to(device)
+            logits = model(x)
+            loss = F.cross_entropy(logits, y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            fwd, bwd = _iterations(model)
+            totals["loss"] += float(loss.detach()) * len(idx)
+            totals["correct"] += int((logits.argmax(1) == y).sum())
+            totals["fwd"] += fwd
+            totals["bwd"] += bwd
+            bar.set_postfix(loss=f"{float(loss):.3f}", fwd=int(fwd), bwd=int(bwd))
+        if scheduler is not None:
+            scheduler.step()
+        train_time = time.perf_counter() - start
+        metrics = {
+            "epoch": epoch,
+            "train_loss": totals["loss"] / n,
+            "train_acc": totals["correct"] / n,
+            "fwd_iters": totals["fwd"] / steps,
+            "bwd_iters": totals["bwd"] / steps,
+            **evaluate(model, splits, cfg.test_batch_size, device),
+            "lr": optimizer.param_groups[0]["lr"],
+            "epoch_time_s": train_time,
+        }
+        history.append(metrics)
+        log(f"epoch {epoch:>3}/{cfg.epochs}  train loss {metrics['train_loss']:.4f}  "
+            f"train acc {100 * metrics['train_acc']:.2f}%  test acc {100 * metrics['test_acc']:.2f}%  "
+            f"iterations fwd {metrics['fwd_iters']:.1f} bwd {metrics['bwd_iters']:.1f}  "
+            f"{metrics['epoch_time_s']:.1f} s")
+        if out is not None:
+            with (out / "metrics.jsonl").open("a") as f:
+                f.write(json.dumps(metrics) + "\n")
+            save_atomic(
+                {"config": dataclasses.asdict(cfg), "epoch": epoch, "model": model.state_dict(),
+                 "optimizer": optimizer.state_dict(), "metrics": history},
+                out / "checkpoint.pt",
+            )
+    if out is not None:
+        plot_metrics(history, out / "metrics.png")
+    return history
+
+
+def model_solver_name(model: nn.Module) -> str:
+    layers = _equilibrium_layers(model)
+    return ", ".join(repr(layer.solver) for layer in layers)
+
+
+def plot_metrics(history: list[dict], path: Path) -> None:
+    """Accuracy, loss and solver iterations per epoch, as one PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = [h["epoch"] for h in history]
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
+    axes[0].plot(epochs, [100 * h["train_acc"] for h in history], "o-", label="train")
+    axes[0].plot(epochs, [100 * h["test_acc"] for h in history], "o-", label="test")
+    axes[0].set(xlabel="epoch", ylabel="accuracy (%)", title="accuracy")
+    axes[1].plot(epochs, [h["train_loss"] for h in history], "o-", label="train")
+    axes[1].plot(epochs, [h["test_loss"] for h in history], "o-", label="test")
+    axes[1].set(xlabel="epoch", ylabel="cross-entropy", title="loss", yscale="log")
+    axes[2].plot(epochs, [h["fwd_iters"] for h in history], "o-", label="forward")
+    axes[2].plot(epochs, [h["bwd_iters"] for h in history], "o-", label="backward")
+    axes[2].set(xlabel="epoch", ylabel="iterations per batch", title="solver iterations")
+    for ax in axes:
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
