@@ -15,7 +15,7 @@ from ..implicit import BackwardMethod
 from ..layers import EquilibriumLayer
 from ..operators.dense import DenseMonotone
 from ..solvers import Solver
-from ..solvers.base import check_input
+from ..solvers.base import check_shape
 
 
 class FCMonDEQ(nn.Module):
@@ -57,5 +57,5 @@ class FCMonDEQ(nn.Module):
         self.head = nn.Linear(hidden, num_classes)
 
     def forward(self, x: Tensor) -> Tensor:
-        check_input(x, self.input_shape, "input")
+        check_shape(x, self.input_shape, "input")
         return self.head(self.mon(x.flatten(1)))

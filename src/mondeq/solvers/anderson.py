@@ -29,58 +29,67 @@ from .base import Iteration, Solver, Splitting
 
 _SAFEGUARD_D = 1e6
 _SAFEGUARD_EPS = 1e-6
+_TINY = torch.finfo(torch.float64).tiny
 
 
 class _AndersonIteration(Iteration):
     def __init__(self, base: Iteration, cfg: Anderson) -> None:
         self.base, self.cfg = base, cfg
         self.x0, self.alpha = base.x0, base.alpha
-        batch, size = self.x0.shape[0], self.x0[0].numel()
-        self.xs = self.x0.new_zeros(batch, cfg.memory, size)
-        self.gs = self.x0.new_zeros(batch, cfg.memory, size)
+        self.exact_pre_activation = base.exact_pre_activation
+        x0 = self.x0
+        batch, size, mem = x0.shape[0], x0[0].numel(), cfg.memory
+        self.gs = x0.new_zeros(batch, mem, size)  # residuals gᵢ = T(xᵢ) − xᵢ
+        self.ms = x0.new_zeros(batch, mem, size)  # mixed points xᵢ + β gᵢ
+        self.gram = torch.zeros(batch, mem, mem, dtype=torch.float64, device=x0.device)
         self.count = 0
         self.g0: Tensor | None = None
-        self.kept = torch.zeros(batch, dtype=self.x0.dtype, device=self.x0.device)
-        self.candidate = torch.zeros(batch, dtype=torch.bool, device=self.x0.device)
-        self.fallback = self.x0
+        self.kept = torch.zeros(batch, dtype=x0.dtype, device=x0.device)
+        self.candidate = torch.zeros(batch, dtype=torch.bool, device=x0.device)
+        self.fallback = x0
+        self.bshape = (-1,) + (1,) * (x0.dim() - 1)
 
     def step(self, x: Tensor, check: bool) -> tuple[Tensor, Tensor | None, Tensor | None]:
+        cfg = self.cfg
         f, z, v = self.base.step(x, check)
-        xf, ff = x.flatten(1), f.flatten(1)
-        g = ff - xf
+        g = (f - x).flatten(1)
         gnorm = torch.linalg.vector_norm(g, dim=1)
         if self.g0 is None:
             self.g0 = gnorm
-            ok = torch.ones_like(self.candidate)
-        else:
-            bound = _SAFEGUARD_D * self.g0 * (self.kept + 1.0).pow(-(1.0 + _SAFEGUARD_EPS))
+            fallback = f
+            ok = None
+        else:  # safeguard: keep an extrapolated point only if its residual is small enough
+            bound = (self.kept + 1.0).pow_(-(1.0 + _SAFEGUARD_EPS)).mul_(self.g0).mul_(_SAFEGUARD_D)
             ok = ~self.candidate | (gnorm <= bound)
-            self.kept += (self.candidate & ok).to(self.kept.dtype)
-        shape = (-1,) + (1,) * (x.dim() - 1)
-        fallback = torch.where(ok.view(shape), f, self.fallback)
+            self.kept += self.candidate & ok
+            fallback = torch.where(ok.view(self.bshape), f, self.fallback)
 
-        slot = self.count % self.cfg.memory
-        self.xs[:, slot] = xf
-        self.gs[:, slot] = g
+        slot = self.count % cfg.memory
         self.count += 1
-        k = min(self.count, self.cfg.memory)
-        xs, gs = self.xs[:, :k], self.gs[:, :k]
-        g64 = gs.to(torch.float64)
-        gram = g64 @ g64.transpose(1, 2)
-        scale = gram.diagonal(dim1=1, dim2=2).mean(dim=1).clamp_min(1e-300)
-        eye = torch.eye(k, dtype=gram.dtype, device=gram.device)
-        gram = gram + (self.cfg.regularization * scale)[:, None, None] * eye
-        ones = torch.ones(gram.shape[0], k, 1, dtype=gram.dtype, device=gram.device)
-        sol, info = torch.linalg.solve_ex(gram, ones)
-        coef = sol[..., 0] / sol[..., 0].sum(dim=1, keepdim=True)
-        good = (info == 0) & torch.isfinite(coef).all(dim=1)
-        good &= coef.abs().sum(dim=1) <= self.cfg.max_coefficient
-        coef = torch.nan_to_num(coef, nan=0.0, posinf=0.0, neginf=0.0).to(x.dtype)
-        extrapolated = (coef.unsqueeze(1) @ torch.add(xs, gs, alpha=self.cfg.mixing)).view_as(x)
+        k = min(self.count, cfg.memory)
+        self.gs[:, slot] = g
+        self.ms[:, slot] = torch.add(x.flatten(1), g, alpha=cfg.mixing)
+        gs = self.gs[:, :k]
+        col = (gs * g.unsqueeze(1)).sum(dim=2).to(torch.float64)
+        self.gram[:, slot, :k] = col
+        self.gram[:, :k, slot] = col
+        if k == 1:
+            self.candidate, self.fallback = torch.zeros_like(self.candidate), fallback
+            return fallback, z, v
 
-        use = ok & good
+        gram = self.gram[:, :k, :k].clone()
+        diag = gram.diagonal(dim1=1, dim2=2)
+        diag.add_(diag.mean(dim=1, keepdim=True).mul_(cfg.regularization).add_(_TINY))
+        coef, info = torch.linalg.solve_ex(gram, torch.ones_like(gram[:, :, :1]))
+        coef = coef.squeeze(2)
+        coef = coef / coef.sum(dim=1, keepdim=True)
+        good = (info == 0) & (coef.abs().sum(dim=1) <= cfg.max_coefficient)  # NaN/Inf fail here too
+        coef = torch.where(good.unsqueeze(1), coef, 0.0).to(x.dtype)
+        extrapolated = (coef.unsqueeze(1) @ self.ms[:, :k]).view_as(x)
+
+        use = good if ok is None else ok & good
         self.candidate, self.fallback = use, fallback
-        return torch.where(use.view(shape), extrapolated, fallback), z, v
+        return torch.where(use.view(self.bshape), extrapolated, fallback), z, v
 
 
 @dataclass(frozen=True)

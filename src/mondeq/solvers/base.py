@@ -84,12 +84,15 @@ class Iteration(ABC):
     """The state machine of one solve: ``x₀`` and a step ``x ↦ T(x)``.
 
     ``step(x, check)`` returns ``T(x)`` and, when ``check`` is true, the candidate equilibrium ``z`` read
-    from ``x`` with its pre-activation ``Wz + y`` if the step computed it anyway (else ``None``: the
-    driver applies ``W``). With ``check`` false the last two may be ``None``.
+    from ``x`` with its pre-activation ``Wz + y`` or an estimate of it that costs no product (else
+    ``None``: the driver applies ``W``). The driver confirms a residual computed from an estimate with the
+    exact product before it stops. With ``check`` false the last two may be ``None``.
     """
 
     x0: Tensor
     alpha: float
+    exact_pre_activation: bool = True
+    """Whether the pre-activations ``step`` returns are exact products (not estimates)."""
 
     @abstractmethod
     def step(self, x: Tensor, check: bool) -> tuple[Tensor, Tensor | None, Tensor | None]: ...
@@ -121,32 +124,41 @@ class Solver(ABC):
         Warns:
             ConvergenceWarning: the tolerance was not met within ``max_iter`` (non-strict).
         """
-        check_input(y, op.shape, "y")
+        check_shape(y, op.shape, "y")
         start = time.perf_counter()
         it = self.iteration(op, act, y)
         floor = residual_floor(y)
         tol, max_iter = self.tol, self.max_iter
         x, trace, checked = it.x0, [], []
         z = v = res = None
-        next_check, k = 1, 0
+        next_check, k, estimates = 1, 0, not it.exact_pre_activation
         for k in range(1, max_iter + 1):
             check = k == next_check or k == max_iter
             x_next, z_k, v_k = it.step(x, check)
             if check:
                 assert z_k is not None
-                z, v = z_k, op.W(z_k, add=y) if v_k is None else v_k
+                estimated = estimates and v_k is not None
+                z, v = z_k, v_k if estimated else op.W(z_k, add=y)
                 res = relative_residual(z, act(v), floor)
                 worst = float(res.max())
+                if estimated and (worst <= tol or k == max_iter):
+                    v = op.W(z, add=y)  # confirm with the exact product: the reported residual is exact
+                    res = relative_residual(z, act(v), floor)
+                    worst = float(res.max())
                 trace.append(worst)
                 checked.append(k)
                 if worst <= tol:
                     break
                 if not math.isfinite(worst):
+                    check_finite(y, "y")
                     raise ConvergenceError(
                         f"{self.name}: the residual became {worst} at iteration {k}; "
-                        "the parameters or the input hold non-finite values"
+                        "the operator's parameters hold non-finite values"
                     )
-                gap = self.check_every or _predicted_gap(trace, checked, tol)
+                rate = _rate(trace, checked)
+                if rate is not None and rate > 0.95:
+                    estimates = False  # slow or stalled: round-off in an estimate must not hide convergence
+                gap = self.check_every or _predicted_gap(rate, trace[-1], tol)
                 next_check = k + gap
             x = x_next
         assert z is not None and v is not None and res is not None
@@ -172,18 +184,23 @@ class Solver(ABC):
         return Solution(z, v, stats)
 
 
-def _predicted_gap(trace: list[float], checked: list[int], tol: float, max_gap: int = 8) -> int:
-    """Iterations until the next residual check, from the linear rate seen between the last two checks.
+def _rate(trace: list[float], checked: list[int]) -> float | None:
+    """The per-iteration decay of the residual between the last two checks (``None``: unknown)."""
+    if len(trace) < 2 or not trace[-2] > 0.0:
+        return None
+    return (trace[-1] / trace[-2]) ** (1.0 / (checked[-1] - checked[-2]))
+
+
+def _predicted_gap(rate: float | None, residual: float, tol: float, max_gap: int = 8) -> int:
+    """Iterations until the next residual check.
 
     The residual of these methods decays linearly, so the iteration at which it crosses ``tol`` is
-    predictable; checking there (at most ``max_gap`` ahead) saves most checks and overshoots little.
+    predictable from the last observed rate; checking there (at most ``max_gap`` ahead) saves most checks
+    and overshoots little.
     """
-    if len(trace) < 2 or not 0.0 < trace[-1] < trace[-2]:
+    if rate is None or not 0.0 < rate < 1.0:
         return 1
-    rate = (trace[-1] / trace[-2]) ** (1.0 / (checked[-1] - checked[-2]))
-    if not 0.0 < rate < 1.0:
-        return 1
-    return max(1, min(max_gap, math.ceil(math.log(tol / trace[-1]) / math.log(rate))))
+    return max(1, min(max_gap, math.ceil(math.log(tol / residual) / math.log(rate))))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -234,6 +251,18 @@ def relative_residual(z: Tensor, fz: Tensor, floor: Tensor) -> Tensor:
 
 def check_input(t: Tensor, shape: tuple[int, ...], what: str) -> None:
     """Raise :class:`InputError` unless ``t`` is a finite floating batch of samples of ``shape``."""
+    check_shape(t, shape, what)
+    check_finite(t, what)
+
+
+def check_finite(t: Tensor, what: str) -> None:
+    """Raise :class:`InputError` if ``t`` holds NaN or Inf (one device synchronisation)."""
+    if not bool(torch.isfinite(t).all()):
+        raise InputError(f"{what} holds NaN or Inf values")
+
+
+def check_shape(t: Tensor, shape: tuple[int, ...], what: str) -> None:
+    """Raise :class:`InputError` unless ``t`` is a floating batch of samples of ``shape``."""
     if not isinstance(t, Tensor):
         raise InputError(f"{what} must be a tensor, got {type(t).__name__}")
     if t.dim() != len(shape) + 1 or tuple(t.shape[1:]) != tuple(shape):
@@ -241,5 +270,3 @@ def check_input(t: Tensor, shape: tuple[int, ...], what: str) -> None:
         raise InputError(f"{what} must have shape (batch, {want}), got {tuple(t.shape)}")
     if not t.is_floating_point():
         raise InputError(f"{what} must be a floating-point tensor, got {t.dtype}")
-    if not bool(torch.isfinite(t).all()):
-        raise InputError(f"{what} holds NaN or Inf values")

@@ -6,7 +6,9 @@ With ``R = (I + α(I − W))⁻¹`` and the state ``u``::
     z½ = R(2z − u + αy)
     u⁺ = u + 2θ(z½ − z)        θ = 1: Peaceman–Rachford, θ = ½: Douglas–Rachford
 
-converges for every ``α > 0``. The candidate equilibrium is ``z½``.
+converges for every ``α > 0``. The candidate equilibrium is ``z½``; between checks its pre-activation is
+estimated from the resolvent equation without a product, ``Wz½ + y = ((1 + α)z½ − (2z − u))/α``, and the
+solver confirms convergence with the exact product.
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ from .base import Iteration, Splitting
 
 
 class _SplittingIteration(Iteration):
+    exact_pre_activation = False
+
     def __init__(self, op: FrozenOperator, act: Activation, y: Tensor, alpha: float, relaxation: float):
         self.act, self.alpha, self.relaxation = act, alpha, relaxation
         self.resolvent = op.resolvent(alpha)
@@ -36,7 +40,11 @@ class _SplittingIteration(Iteration):
         u_next = torch.lerp(w, z_half, 2.0)
         if self.relaxation != 1.0:
             u_next = torch.lerp(u, u_next, self.relaxation)
-        return u_next, z_half, None
+        if not check:
+            return u_next, None, None
+        # the resolvent equation (1 + α)z½ − αWz½ = w + αy gives Wz½ + y = ((1 + α)z½ − w)/α, no product
+        v = torch.sub(z_half, w, alpha=1.0 / (1.0 + a)).mul_((1.0 + a) / a)
+        return u_next, z_half, v
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -1,0 +1,38 @@
+"""Shared references: independent dense solutions of the equilibrium and its gradient."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+
+def dense_equilibrium(weight: Tensor, y: Tensor, slope: float = 0.0, iters: int = 100) -> Tensor:
+    """``z = σ(Wz + y)`` for ``σ = LeakyReLU(slope)`` (ReLU: ``slope = 0``) by semismooth Newton.
+
+    Each step fixes the active set, ``z = D(Wz + y)`` with ``D = diag(1 or slope)``, and solves the linear
+    system ``(I − DW)z = Dy`` densely in float64. The result is verified: its residual must be at round-off.
+    """
+    w, y = weight.double(), y.double()
+    eye = torch.eye(w.shape[0], dtype=w.dtype)
+    z = torch.where(y > 0, y, slope * y)
+    for _ in range(iters):
+        v = z @ w.T + y
+        d = torch.where(v > 0, 1.0, slope).to(w.dtype)
+        z_new = torch.linalg.solve(eye - d[:, :, None] * w, (d * y).unsqueeze(-1)).squeeze(-1)
+        if torch.equal(z_new, z):
+            break
+        z = z_new
+    v = z @ w.T + y
+    residual = (z - torch.where(v > 0, v, slope * v)).abs().max()
+    assert residual < 1e-10 * (1 + y.abs().max()), f"dense reference did not converge: {residual}"
+    return z
+
+
+def dense_input_gradient(weight: Tensor, z: Tensor, y: Tensor, g: Tensor, slope: float = 0.0) -> Tensor:
+    """``∂ℓ/∂y = D(I − WᵀD)⁻¹g`` by a dense solve per sample, float64."""
+    w = weight.double()
+    v = z.double() @ w.T + y.double()
+    d = torch.where(v > 0, 1.0, slope).to(w.dtype)
+    eye = torch.eye(w.shape[0], dtype=w.dtype)
+    h = torch.linalg.solve(eye - w.T[None] * d[:, None, :], g.double().unsqueeze(-1)).squeeze(-1)
+    return d * h
