@@ -1,0 +1,212 @@
+"""Solvers against an independent dense solution (SPEC 2): every method, with and without Anderson, on
+random and badly scaled parameters; step-size safety; statistics; failure reporting."""
+
+from __future__ import annotations
+
+import itertools
+import warnings
+
+import pytest
+import torch
+from conftest import dense_equilibrium
+
+import mondeq
+from mondeq import (
+    Anderson,
+    ConvergenceError,
+    ConvergenceWarning,
+    DenseMonotone,
+    DouglasRachford,
+    ForwardBackward,
+    InputError,
+    LeakyReLU,
+    PeacemanRachford,
+    ReLU,
+    UnsafeStepError,
+)
+
+BASES = {
+    "fb": lambda **kw: ForwardBackward(**{"max_iter": 5000, **kw}),
+    "pr": lambda **kw: PeacemanRachford(**kw),
+    "dr": lambda **kw: DouglasRachford(**{"max_iter": 1000, **kw}),
+}
+
+
+def _problem(n: int = 24, batch: int = 10, seed: int = 0, scale_a: float = 1.0, scale_b: float = 1.0):
+    torch.manual_seed(seed)
+    op = DenseMonotone(n, m=0.5, dtype=torch.float64)
+    with torch.no_grad():
+        op.A.mul_(scale_a)
+        op.B.mul_(scale_b)
+    y = 2 * torch.randn(batch, n, dtype=torch.float64)
+    return op, y
+
+
+@pytest.mark.parametrize("name,anderson,slope", list(itertools.product(BASES, [False, True], [0.0, 0.2])))
+def test_solvers_match_dense_solution(name: str, anderson: bool, slope: float) -> None:
+    op, y = _problem(seed=3)
+    act = ReLU() if slope == 0 else LeakyReLU(slope)
+    solver = BASES[name](tol=1e-11)
+    if anderson:
+        solver = Anderson(solver)
+    sol = mondeq.solve(op, act, y, solver)
+    ref = dense_equilibrium(op.weight().detach(), y, slope, start=sol.z)
+    assert sol.stats.converged
+    assert sol.stats.max_residual <= 1e-11
+    torch.testing.assert_close(sol.z, ref, atol=1e-8, rtol=0)
+    v = sol.z @ op.weight().detach().T + y
+    torch.testing.assert_close(sol.pre_activation, v, atol=1e-9, rtol=0)
+
+
+@pytest.mark.parametrize("scale_a,scale_b", list(itertools.product([1e-3, 1.0, 1e3], repeat=2)))
+def test_splitting_converges_on_badly_scaled_parameters(scale_a: float, scale_b: float) -> None:
+    """PR and DR converge for every α; a step matched to the scale (α = 1/‖I − W‖₂) keeps it fast."""
+    for seed in range(2):
+        op, y = _problem(n=16, batch=6, seed=seed, scale_a=scale_a, scale_b=scale_b)
+        w = op.weight().detach()
+        sym = torch.eye(16, dtype=w.dtype) - (w + w.T) / 2
+        assert torch.linalg.eigvalsh(sym).min() >= 0.5 - 1e-9 * torch.linalg.matrix_norm(w, 2)
+        alpha = 1.0 / op.frozen().lipschitz
+        for solver in (PeacemanRachford(alpha=alpha, tol=1e-7, max_iter=60_000),
+                       Anderson(DouglasRachford(alpha=alpha, tol=1e-7, max_iter=60_000), memory=10)):
+            sol = mondeq.solve(op, ReLU(), y, solver)
+            assert sol.stats.converged, (solver.name, scale_a, scale_b, sol.stats)
+            ref = dense_equilibrium(w, y, start=sol.z)
+            scale = ref.abs().max() + y.abs().max() * 1e-2
+            assert (sol.z - ref).abs().max() <= 1e-5 * scale
+
+
+def test_forward_backward_step_safety() -> None:
+    op, y = _problem(seed=1)
+    frozen = op.frozen()
+    bound = 2 * frozen.m / frozen.lipschitz**2
+    sol = mondeq.solve(op, ReLU(), y, ForwardBackward(tol=1e-9, max_iter=10_000))
+    assert sol.stats.alpha == pytest.approx(bound / 2)
+    assert sol.stats.converged
+    ok = mondeq.solve(op, ReLU(), y, ForwardBackward(alpha=0.95 * bound, tol=1e-9, max_iter=10_000))
+    torch.testing.assert_close(ok.z, sol.z, atol=1e-7, rtol=0)
+    with pytest.raises(UnsafeStepError, match="not provably convergent"):
+        mondeq.solve(op, ReLU(), y, ForwardBackward(alpha=1.01 * bound))
+
+
+def test_forward_backward_contracts_at_the_guaranteed_rate() -> None:
+    op, y = _problem(seed=2)
+    f = op.frozen()
+    alpha = f.m / f.lipschitz**2
+    rate = (1 - 2 * alpha * f.m + alpha**2 * f.lipschitz**2) ** 0.5
+    it = ForwardBackward().iteration(f, ReLU(), y)
+    z_star = dense_equilibrium(f.weight, y)
+    z = it.x0
+    err = (z - z_star).norm(dim=1)
+    for _ in range(30):
+        z, _, _ = it.step(z, False)
+        new = (z - z_star).norm(dim=1)
+        assert (new <= rate * err + 1e-12).all()
+        err = new
+
+
+def test_statistics_are_honest() -> None:
+    op, y = _problem(seed=4)
+    sol = mondeq.solve(op, ReLU(), y, PeacemanRachford(tol=1e-8, check_every=1))
+    s = sol.stats
+    assert len(s.residual_trace) == s.iterations == len(s.checked_at)
+    assert s.checked_at == tuple(range(1, s.iterations + 1))
+    assert s.residual.shape == (y.shape[0],)
+    assert float(s.residual.max()) == pytest.approx(s.max_residual)
+    assert s.time_s > 0 and s.alpha == 1.0
+    # the reported residual is the exact one at the returned point
+    v = sol.z @ op.weight().detach().T + y
+    exact = (sol.z - torch.relu(v)).norm(dim=1) / (sol.z.norm(dim=1) + 1e-2 * y.norm(dim=1))
+    torch.testing.assert_close(s.residual, exact, atol=1e-15, rtol=1e-6)
+    # the predicted check schedule stops as soon as fixed checks would, or nearly
+    auto = mondeq.solve(op, ReLU(), y, PeacemanRachford(tol=1e-8))
+    assert s.iterations <= auto.stats.iterations <= s.iterations + 2
+    assert len(auto.stats.checked_at) < len(s.checked_at)
+
+
+def test_per_sample_stopping() -> None:
+    """The batch stops when its worst sample converges: an easy sample does not stop a hard one."""
+    op, y = _problem(seed=5, batch=4)
+    y[0] = 1e-3 * y[0]
+    sol = mondeq.solve(op, ReLU(), y, PeacemanRachford(tol=1e-10))
+    assert (sol.stats.residual <= 1e-10).all()
+
+
+def test_non_convergence_is_reported() -> None:
+    op, y = _problem(seed=6)
+    with pytest.warns(ConvergenceWarning, match="max_iter=3"):
+        sol = mondeq.solve(op, ReLU(), y, PeacemanRachford(tol=1e-12, max_iter=3))
+    assert not sol.stats.converged and sol.stats.iterations == 3
+    with pytest.raises(ConvergenceError, match="max_iter=3"):
+        mondeq.solve(op, ReLU(), y, PeacemanRachford(tol=1e-12, max_iter=3, strict=True))
+    with pytest.warns(ConvergenceWarning):
+        mondeq.solve(op, ReLU(), y, Anderson(DouglasRachford(tol=1e-12, max_iter=2)))
+
+
+def test_bad_inputs_give_clear_errors() -> None:
+    op, y = _problem(seed=7)
+    for bad in (float("nan"), float("inf")):
+        yb = y.clone()
+        yb[2, 3] = bad
+        with pytest.raises(InputError, match="NaN or Inf"):
+            mondeq.solve(op, ReLU(), yb)
+    with pytest.raises(InputError, match=r"shape \(batch, 24\)"):
+        mondeq.solve(op, ReLU(), y[:, :5])
+    with pytest.raises(InputError, match="floating"):
+        mondeq.solve(op, ReLU(), y.long())
+    # NaN parameters: an error, not a hang or a NaN result
+    with torch.no_grad():
+        op.A[0, 0] = float("nan")
+    with pytest.raises(ConvergenceError, match="non-finite"):
+        mondeq.solve(op, ReLU(), y)
+
+
+def test_bad_options_raise() -> None:
+    with pytest.raises(InputError):
+        PeacemanRachford(alpha=-1.0)
+    with pytest.raises(InputError):
+        PeacemanRachford(tol=0.0)
+    with pytest.raises(InputError):
+        PeacemanRachford(max_iter=0)
+    with pytest.raises(TypeError):
+        PeacemanRachford(tolerance=1e-3)  # type: ignore[call-arg]
+    with pytest.raises(InputError, match="unknown solver"):
+        mondeq.make_solver("newton")
+    with pytest.raises(InputError, match="stop_mode"):
+        mondeq.make_solver("pr", stop_mode="rel")
+    with pytest.raises(InputError):
+        Anderson(PeacemanRachford(), memory=0)
+    s = mondeq.make_solver("dr", anderson=True, tol=1e-3, alpha=0.5)
+    assert isinstance(s, Anderson) and s.tol == 1e-3 and s.base.alpha == 0.5
+    s2 = s.with_options(tol=1e-5, memory=3)
+    assert s2.tol == 1e-5 and s2.memory == 3 and s2.base.alpha == 0.5
+    with pytest.raises(TypeError):
+        s.with_options(bogus=1)
+
+
+def test_anderson_safeguard_keeps_convergence() -> None:
+    """Even when every extrapolation is refused as ill-conditioned, the plain steps still converge."""
+    op, y = _problem(seed=8)
+    ref = dense_equilibrium(op.weight().detach(), y)
+    plain = mondeq.solve(op, ReLU(), y, DouglasRachford(tol=1e-10, max_iter=2000))
+    refused = mondeq.solve(op, ReLU(), y, Anderson(DouglasRachford(tol=1e-10, max_iter=2000),
+                                                   max_coefficient=0.5))
+    assert refused.stats.iterations == plain.stats.iterations
+    torch.testing.assert_close(refused.z, plain.z, atol=0, rtol=0)
+    fast = mondeq.solve(op, ReLU(), y, Anderson(DouglasRachford(tol=1e-10, max_iter=2000)))
+    assert fast.stats.iterations < plain.stats.iterations
+    torch.testing.assert_close(fast.z, ref, atol=1e-8, rtol=0)
+
+
+def test_float32_reaches_tight_tolerances() -> None:
+    torch.manual_seed(9)
+    op = DenseMonotone(87)
+    y = 3 * torch.randn(64, 87)
+    y[:8] = -y[:8].abs() - 5  # samples whose equilibrium is near zero
+    ref = dense_equilibrium(op.weight().detach(), y)
+    for solver in (PeacemanRachford(tol=1e-5), Anderson(PeacemanRachford(tol=1e-5)),
+                   DouglasRachford(tol=1e-5), ForwardBackward(tol=1e-5)):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            sol = mondeq.solve(op, ReLU(), y, solver)
+        assert (sol.z.double() - ref).abs().max() <= 1e-3 * ref.abs().max()
