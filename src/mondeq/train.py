@@ -175,11 +175,12 @@ def train(cfg: TrainConfig, *, progress: bool = True, log: Callable[[str], None]
             loss.backward()
             optimizer.step()
             fwd, bwd = _iterations(model)
-            totals["loss"] += float(loss.detach()) * len(idx)
+            loss_value = float(loss.detach())
+            totals["loss"] += loss_value * len(idx)
             totals["correct"] += int((logits.argmax(1) == y).sum())
             totals["fwd"] += fwd
             totals["bwd"] += bwd
-            bar.set_postfix(loss=f"{float(loss):.3f}", fwd=int(fwd), bwd=int(bwd))
+            bar.set_postfix(loss=f"{loss_value:.3f}", fwd=int(fwd), bwd=int(bwd))
         if scheduler is not None:
             scheduler.step()
         train_time = time.perf_counter() - start

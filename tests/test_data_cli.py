@@ -1,0 +1,137 @@
+"""Data sets, the training loop and the command line."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from mondeq.cli import main
+from mondeq.data import load_dataset, random_crop_flip, read_idx
+from mondeq.errors import InputError
+from mondeq.train import TrainConfig, train
+
+
+def _write_idx(path: Path, array: np.ndarray, compress: bool) -> None:
+    header = bytes([0, 0, 8, array.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in array.shape)
+    data = header + array.astype(np.uint8).tobytes()
+    if compress:
+        path = path.with_name(path.name + ".gz")
+        data = gzip.compress(data)
+    path.write_bytes(data)
+
+
+def _fake_mnist(root: Path, compress: bool = True, n_train: int = 60, n_test: int = 20) -> None:
+    root.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    for stem, n in (("train", n_train), ("t10k", n_test)):
+        _write_idx(root / f"{stem}-images-idx3-ubyte", rng.integers(0, 256, (n, 28, 28)), compress)
+        _write_idx(root / f"{stem}-labels-idx1-ubyte", np.arange(n) % 10, compress)
+
+
+def test_embedded_mnist_mini() -> None:
+    s = load_dataset("mnist-mini")
+    assert s.train_images.shape == (10_000, 1, 28, 28) and s.train_images.dtype == torch.uint8
+    assert s.test_images.shape == (2_000, 1, 28, 28)
+    assert torch.equal(s.train_labels.bincount(), torch.full((10,), 1000))
+    assert torch.equal(s.test_labels.bincount(), torch.full((10,), 200))
+    x = s.normalize(s.train_images[:1000])
+    assert abs(float(x.mean())) < 0.1 and abs(float(x.std()) - 1) < 0.1
+    a = load_dataset("mnist-mini", train_subset=100, test_subset=50, subset_seed=3)
+    b = load_dataset("mnist-mini", train_subset=100, test_subset=50, subset_seed=3)
+    assert torch.equal(a.train_images, b.train_images) and len(a.test_labels) == 50
+
+
+@pytest.mark.parametrize("layout", ["", "mnist", "MNIST/raw"])
+@pytest.mark.parametrize("compress", [True, False])
+def test_mnist_layouts(tmp_path: Path, layout: str, compress: bool) -> None:
+    _fake_mnist(tmp_path / layout, compress)
+    s = load_dataset("mnist", tmp_path)
+    assert s.train_images.shape == (60, 1, 28, 28) and s.test_labels.tolist()[:3] == [0, 1, 2]
+    assert np.array_equal(read_idx(next((tmp_path / layout).glob("t10k-labels*"))), np.arange(20) % 10)
+
+
+def test_missing_and_broken_files(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="needs --data-dir"):
+        load_dataset("mnist")
+    with pytest.raises(InputError, match=r"MNIST files missing: train-images-idx3-ubyte\[.gz\]"):
+        load_dataset("mnist", tmp_path)
+    _fake_mnist(tmp_path)
+    p = tmp_path / "t10k-images-idx3-ubyte.gz"
+    p.write_bytes(gzip.compress(gzip.decompress(p.read_bytes())[:1000]))
+    with pytest.raises(InputError, match="truncated"):
+        load_dataset("mnist", tmp_path)
+    p.write_bytes(b"not gzip at all")
+    with pytest.raises(InputError, match="cannot read"):
+        load_dataset("mnist", tmp_path)
+    with pytest.raises(InputError, match="unknown dataset"):
+        load_dataset("imagenet")
+
+
+def test_random_crop_flip() -> None:
+    x = torch.arange(2 * 3 * 5 * 5, dtype=torch.float32).view(2, 3, 5, 5)
+    assert torch.equal(random_crop_flip(x, 0, False), x)
+    g = torch.Generator().manual_seed(0)
+    out = random_crop_flip(x, 2, True, g)
+    assert out.shape == x.shape
+    assert torch.equal(out, random_crop_flip(x, 2, True, torch.Generator().manual_seed(0)))
+    padded = torch.nn.functional.pad(x, (2, 2, 2, 2))
+    for i in range(2):  # every output is a crop of the padded image, possibly mirrored
+        crops = [padded[i, :, r : r + 5, c : c + 5] for r in range(5) for c in range(5)]
+        assert any(torch.equal(out[i], c) or torch.equal(out[i], c.flip(-1)) for c in crops)
+
+
+def test_train_writes_metrics_checkpoint_and_plot(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    code = main(["train", "--epochs", "2", "--train-subset", "600", "--test-subset", "200",
+                 "--no-progress", "--out", str(out)])
+    assert code == 0
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == [1, 2]
+    for key in ("train_loss", "test_acc", "fwd_iters", "bwd_iters", "epoch_time_s"):
+        assert all(key in r for r in rows)
+    assert 0.0 <= rows[-1]["test_acc"] <= 1.0 and rows[-1]["fwd_iters"] >= 1
+    assert json.loads((out / "config.json").read_text())["epochs"] == 2
+    ckpt = torch.load(out / "checkpoint.pt", weights_only=False)
+    assert ckpt["epoch"] == 2 and "model" in ckpt
+    assert (out / "metrics.png").read_bytes()[:4] == b"\x89PNG"
+    assert not list(out.glob(".*.tmp"))
+
+
+def test_same_seed_same_result() -> None:
+    cfg = dict(epochs=1, train_subset=300, test_subset=100, seed=5)
+    a = train(TrainConfig(**cfg), progress=False, log=lambda s: None)
+    b = train(TrainConfig(**cfg), progress=False, log=lambda s: None)
+    assert a[0]["train_loss"] == b[0]["train_loss"] and a[0]["test_acc"] == b[0]["test_acc"]
+
+
+@pytest.mark.parametrize("args,message", [
+    (["train", "--model", "resnet"], "unknown model 'resnet'"),
+    (["train", "--dataset", "imagenet"], "unknown dataset 'imagenet'"),
+    (["train", "--dataset", "mnist", "--data-dir", "/nonexistent/dir"], "MNIST files missing"),
+    (["train", "--epochs", "0"], "--epochs must be"),
+    (["train", "--solver", "fb", "--alpha", "50", "--epochs", "1", "--train-subset", "64"], "not provably"),
+])
+def test_cli_errors_are_one_line(args: list[str], message: str) -> None:
+    proc = subprocess.run([sys.executable, "-m", "mondeq.cli", *args, "--no-progress"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("mondeq: error:") and message in lines[0], proc.stderr
+
+
+def test_listings(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["models"]) == 0 and "fc" in capsys.readouterr().out
+    assert main(["datasets"]) == 0 and "mnist-mini" in capsys.readouterr().out
+
+
+def test_default_training_reaches_95_percent() -> None:
+    """The README's main job: the default model on the embedded data, full default schedule."""
+    history = train(TrainConfig(), progress=False, log=lambda s: None)
+    assert history[-1]["test_acc"] >= 0.95
