@@ -116,6 +116,9 @@ def test_same_seed_same_result() -> None:
     (["train", "--dataset", "imagenet"], "unknown dataset 'imagenet'"),
     (["train", "--dataset", "mnist", "--data-dir", "/nonexistent/dir"], "MNIST files missing"),
     (["train", "--epochs", "0"], "--epochs must be"),
+    (["train", "--m", "0"], "--m must be > 0"),
+    (["train", "--device", "tpu9"], "is not a device"),
+    (["train", "--augment-pad", "-1"], "--augment-pad must be"),
     (["train", "--solver", "fb", "--alpha", "50", "--epochs", "1", "--train-subset", "64"], "not provably"),
 ])
 def test_cli_errors_are_one_line(args: list[str], message: str) -> None:

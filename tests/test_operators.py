@@ -8,7 +8,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mondeq import DenseMonotone
+from mondeq import DenseMonotone, InputError
 
 scales = st.sampled_from([1e-3, 1.0, 1e3])
 
@@ -19,8 +19,8 @@ def _operator(n: int, m: float, seed: int, scale_a: float, scale_b: float, norma
     with torch.no_grad():
         op.A.mul_(scale_a)
         op.B.mul_(scale_b)
-        if normalized:
-            op.g.fill_(scale_a)
+        if normalized:  # g's raw parameter may take any value, negative included
+            op.g.fill_(-30.0 if seed % 2 else scale_a)
             op.h.fill_(scale_b)
     return op
 
@@ -99,9 +99,18 @@ def test_frozen_operator_is_cached_until_values_change() -> None:
 
 
 def test_bad_construction() -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(InputError):
         DenseMonotone(5, m=0.0)
-    with pytest.raises(ValueError):
+    with pytest.raises(InputError):
         DenseMonotone(0)
-    with pytest.raises(ValueError):
+    with pytest.raises(InputError):
         DenseMonotone(3).frozen().resolvent(0.0)
+
+
+def test_cache_sees_a_change_of_m() -> None:
+    op = DenseMonotone(4)
+    f1 = op.frozen()
+    op.m = 0.25
+    f2 = op.frozen()
+    assert f2 is not f1 and f2.m == 0.25
+    torch.testing.assert_close(f2.weight, op.weight().detach())

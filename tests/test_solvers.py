@@ -157,8 +157,13 @@ def test_bad_inputs_give_clear_errors() -> None:
     # NaN parameters: an error, not a hang or a NaN result
     with torch.no_grad():
         op.A[0, 0] = float("nan")
-    with pytest.raises(ConvergenceError, match="non-finite"):
-        mondeq.solve(op, ReLU(), y)
+    for solver in (PeacemanRachford(), ForwardBackward()):
+        with pytest.raises(InputError, match="parameters hold NaN"):
+            mondeq.solve(op, ReLU(), y, solver)
+    # a float32 input to a float64 operator
+    op2, _ = _problem(seed=7)
+    with pytest.raises(InputError, match="move the model or the input"):
+        mondeq.solve(op2, ReLU(), y.float())
 
 
 def test_bad_options_raise() -> None:
@@ -196,6 +201,23 @@ def test_anderson_safeguard_keeps_convergence() -> None:
     fast = mondeq.solve(op, ReLU(), y, Anderson(DouglasRachford(tol=1e-10, max_iter=2000)))
     assert fast.stats.iterations < plain.stats.iterations
     torch.testing.assert_close(fast.z, ref, atol=1e-8, rtol=0)
+
+
+def test_anderson_survives_adversarial_extrapolation(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Useless least-squares coefficients (that pass the conditioning test) cost at most a factor two."""
+    op, y = _problem(seed=10)
+    plain = mondeq.solve(op, ReLU(), y, PeacemanRachford(tol=1e-10))
+    gen = torch.Generator().manual_seed(0)
+
+    def useless(a, b):
+        c = torch.rand(b.shape, generator=gen, dtype=b.dtype) * 3 - 1
+        return c, torch.zeros(b.shape[0], dtype=torch.int32)
+
+    monkeypatch.setattr(torch.linalg, "solve_ex", useless)
+    sol = mondeq.solve(op, ReLU(), y, Anderson(PeacemanRachford(tol=1e-10)))
+    assert sol.stats.converged
+    assert sol.stats.iterations <= 2 * plain.stats.iterations + 8
+    torch.testing.assert_close(sol.z, plain.z, atol=1e-8, rtol=0)
 
 
 def test_float32_reaches_tight_tolerances() -> None:

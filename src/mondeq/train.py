@@ -59,10 +59,22 @@ class TrainConfig:
         for name in ("epochs", "batch_size", "test_batch_size", "max_iter", "hidden"):
             if getattr(self, name) < 1:
                 raise InputError(f"--{name.replace('_', '-')} must be ≥ 1, got {getattr(self, name)}")
-        if not self.lr > 0:
-            raise InputError(f"--lr must be > 0, got {self.lr}")
-        if self.device.startswith("cuda") and not torch.cuda.is_available():
-            raise InputError("--device cuda was asked for but no CUDA device is available")
+        for name in ("lr", "lr_gamma", "m", "tol"):
+            if not getattr(self, name) > 0:
+                raise InputError(f"--{name.replace('_', '-')} must be > 0, got {getattr(self, name)}")
+        for name in ("weight_decay", "augment_pad"):
+            if getattr(self, name) < 0:
+                raise InputError(f"--{name.replace('_', '-')} must be ≥ 0, got {getattr(self, name)}")
+        if self.eval_tol is not None and not self.eval_tol > 0:
+            raise InputError(f"--eval-tol must be > 0, got {self.eval_tol}")
+        try:
+            device = torch.device(self.device)
+        except RuntimeError:
+            raise InputError(f"--device {self.device!r} is not a device (cpu, cuda, cuda:N)") from None
+        if device.type == "cuda" and (
+            not torch.cuda.is_available() or (device.index or 0) >= torch.cuda.device_count()
+        ):
+            raise InputError(f"--device {self.device} was asked for but no such CUDA device is available")
 
 
 def build_from_config(cfg: TrainConfig, splits: Splits) -> nn.Module:
@@ -139,7 +151,9 @@ def train(cfg: TrainConfig, *, progress: bool = True, log: Callable[[str], None]
     )
     torch.manual_seed(cfg.seed)
     model = build_from_config(cfg, splits).to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    optimizer = torch.optim.Adam(
+        model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, fused=device.type in ("cpu", "cuda")
+    )
     scheduler = (
         torch.optim.lr_scheduler.StepLR(optimizer, cfg.lr_step, cfg.lr_gamma) if cfg.lr_step else None
     )

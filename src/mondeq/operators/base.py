@@ -19,6 +19,8 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
+from ..errors import InputError
+
 
 class Resolvent(ABC):
     """``R_α = (I + α(I − W))⁻¹`` of a frozen operator, with its transpose."""
@@ -61,11 +63,13 @@ class FrozenOperator(ABC):
     Attributes:
         m: a guaranteed lower bound of the strong monotonicity of ``I − W``.
         shape: the shape of one sample of ``z`` (without the batch dimension).
+        dtype, device: those of the tensors it applies to.
     """
 
-    def __init__(self, m: float, shape: tuple[int, ...]) -> None:
+    def __init__(self, m: float, shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> None:
         self.m = float(m)
         self.shape = tuple(shape)
+        self.dtype, self.device = dtype, device
         self._resolvents: dict[float, Resolvent] = {}
         self._lipschitz: float | None = None
 
@@ -88,7 +92,7 @@ class FrozenOperator(ABC):
         """``(I + α(I − W))⁻¹``, factorised on first use and cached for this ``α``."""
         alpha = float(alpha)
         if not alpha > 0.0:
-            raise ValueError(f"a resolvent needs alpha > 0, got {alpha}")
+            raise InputError(f"a resolvent needs alpha > 0, got {alpha}")
         res = self._resolvents.get(alpha)
         if res is None:
             res = self._resolvents[alpha] = self._build_resolvent(alpha)
@@ -108,7 +112,7 @@ class FrozenOperator(ABC):
 
 class _TransposedOperator(FrozenOperator):
     def __init__(self, parent: FrozenOperator) -> None:
-        super().__init__(parent.m, parent.shape)
+        super().__init__(parent.m, parent.shape, parent.dtype, parent.device)
         self._parent = parent
 
     def W(self, z: Tensor, add: Tensor | None = None) -> Tensor:
@@ -142,9 +146,9 @@ class MonotoneOperator(nn.Module, ABC):
     def __init__(self, m: float) -> None:
         super().__init__()
         if not m > 0:
-            raise ValueError(f"the strong monotonicity m must be > 0, got {m}")
+            raise InputError(f"the strong monotonicity m must be > 0, got {m}")
         self.m = float(m)
-        self._cache: tuple[list[Tensor], FrozenOperator] | None = None
+        self._cache: tuple[float, list[Tensor], FrozenOperator] | None = None
 
     @abstractmethod
     def tensors(self) -> tuple[Tensor, ...]:
@@ -170,17 +174,22 @@ class MonotoneOperator(nn.Module, ABC):
     def frozen(self, tensors: Sequence[Tensor] | None = None) -> FrozenOperator:
         """The :class:`FrozenOperator` at the current parameter values, rebuilt only when they change.
 
-        The cache compares values, not version counters, so it is also correct after writes that bypass
-        autograd's version tracking (``param.data[...] = ...``).
+        The cache compares values (and ``m``), not version counters, so it is also correct after writes
+        that bypass autograd's version tracking (``param.data[...] = ...``).
+
+        Raises:
+            InputError: the parameters hold NaN or Inf.
         """
         tensors = tuple(self.tensors() if tensors is None else tensors)
         cached = self._cache
-        if cached is not None and _same_values(cached[0], tensors):
-            return cached[1]
+        if cached is not None and cached[0] == self.m and _same_values(cached[1], tensors):
+            return cached[2]
         with torch.no_grad():
             detached = [t.detach() for t in tensors]
+            if not all(bool(torch.isfinite(t).all()) for t in detached):
+                raise InputError(f"{type(self).__name__}: the parameters hold NaN or Inf values")
             op = self.build(detached)
-            self._cache = ([t.clone() for t in detached], op)
+            self._cache = (self.m, [t.clone() for t in detached], op)
         return op
 
     def __getstate__(self) -> dict:

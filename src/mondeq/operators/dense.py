@@ -2,7 +2,8 @@
 
 ``W = (1 − m)I − AᵀA + B − Bᵀ``, so ``sym(I − W) = mI + AᵀA ⪰ mI`` for every ``A, B``. With
 ``normalized=True`` the paper's normalised form ``W = (1 − m)I − g·AᵀA/‖A‖²_F + h·(B − Bᵀ)/‖B‖_F`` with
-learnable scalars ``g, h`` (its code omits it).
+learnable scalars ``g = softplus(ĝ) > 0`` and ``h`` (its code omits it); ``g`` is kept positive so that
+the guarantee holds for every parameter value.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
+from ..errors import InputError
 from .base import FrozenOperator, MonotoneOperator, Resolvent
 
 
@@ -42,7 +44,7 @@ class DenseFrozenOperator(FrozenOperator):
     """A dense ``W`` (``n × n``) acting on batches of shape ``(batch, n)``."""
 
     def __init__(self, weight: Tensor, m: float) -> None:
-        super().__init__(m, (weight.shape[0],))
+        super().__init__(m, (weight.shape[0],), weight.dtype, weight.device)
         self.weight = weight
         self._weight_t = weight.T
 
@@ -81,15 +83,15 @@ class DenseMonotone(MonotoneOperator):
     ) -> None:
         super().__init__(m)
         if n < 1:
-            raise ValueError(f"the hidden width must be positive, got {n}")
+            raise InputError(f"the hidden width must be positive, got {n}")
         self.n = int(n)
         self.normalized = bool(normalized)
         bound = 1.0 / math.sqrt(n)
         kw = {"dtype": dtype, "device": device}
         self.A = nn.Parameter(torch.empty(n, n, **kw).uniform_(-bound, bound))
         self.B = nn.Parameter(torch.empty(n, n, **kw).uniform_(-bound, bound))
-        if normalized:
-            self.g = nn.Parameter(torch.ones((), **kw))
+        if normalized:  # g = softplus(ĝ) starts at 1
+            self.g = nn.Parameter(torch.full((), math.log(math.e - 1.0), **kw))
             self.h = nn.Parameter(torch.ones((), **kw))
 
     @property
@@ -105,8 +107,9 @@ class DenseMonotone(MonotoneOperator):
         ata, skew = a.T @ a, b - b.T
         if gh:
             g, h = gh
-            ata = g * ata / a.square().sum()
-            skew = h * skew / b.norm()
+            tiny = torch.finfo(a.dtype).tiny
+            ata = torch.nn.functional.softplus(g) * ata / a.square().sum().clamp_min(tiny)
+            skew = h * skew / b.square().sum().clamp_min(tiny).sqrt()
         eye = torch.eye(self.n, dtype=a.dtype, device=a.device)
         return (1.0 - self.m) * eye - ata + skew
 

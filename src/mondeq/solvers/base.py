@@ -125,6 +125,11 @@ class Solver(ABC):
             ConvergenceWarning: the tolerance was not met within ``max_iter`` (non-strict).
         """
         check_shape(y, op.shape, "y")
+        if y.dtype != op.dtype or y.device != op.device:
+            raise InputError(
+                f"y is {y.dtype} on {y.device} but the operator is {op.dtype} on {op.device}; "
+                "move the model or the input so that they match"
+            )
         start = time.perf_counter()
         it = self.iteration(op, act, y)
         floor = residual_floor(y)
@@ -137,8 +142,10 @@ class Solver(ABC):
             x_next, z_k, v_k = it.step(x, check)
             if check:
                 assert z_k is not None
-                estimated = estimates and v_k is not None
-                z, v = z_k, v_k if estimated else op.W(z_k, add=y)
+                estimated = v_k is not None and not it.exact_pre_activation
+                if v_k is None or (estimated and not estimates):
+                    v_k, estimated = op.W(z_k, add=y), False
+                z, v = z_k, v_k
                 res = relative_residual(z, act(v), floor)
                 worst = float(res.max())
                 if estimated and (worst <= tol or k == max_iter):
@@ -150,10 +157,10 @@ class Solver(ABC):
                 if worst <= tol:
                     break
                 if not math.isfinite(worst):
-                    check_finite(y, "y")
+                    check_finite(y, "y (the input term of the equilibrium)")
                     raise ConvergenceError(
-                        f"{self.name}: the residual became {worst} at iteration {k}; "
-                        "the operator's parameters hold non-finite values"
+                        f"{self.name}: the residual became {worst} at iteration {k} although the input is "
+                        "finite; the iteration overflowed"
                     )
                 rate = _rate(trace, checked)
                 if rate is not None and rate > 0.95:
@@ -247,12 +254,6 @@ def relative_residual(z: Tensor, fz: Tensor, floor: Tensor) -> Tensor:
     num = torch.linalg.vector_norm((z - fz).flatten(1), dim=1)
     den = torch.linalg.vector_norm(z.flatten(1), dim=1).add_(floor)
     return num / den
-
-
-def check_input(t: Tensor, shape: tuple[int, ...], what: str) -> None:
-    """Raise :class:`InputError` unless ``t`` is a finite floating batch of samples of ``shape``."""
-    check_shape(t, shape, what)
-    check_finite(t, what)
 
 
 def check_finite(t: Tensor, what: str) -> None:
