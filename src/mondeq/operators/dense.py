@@ -19,18 +19,17 @@ from .base import FrozenOperator, MonotoneOperator, Resolvent
 
 
 class DenseResolvent(Resolvent):
-    """``(I + α(I − W))⁻¹`` as an explicit matrix, inverted once in float64.
+    """``(I + α(I − W))⁻¹`` as an explicit matrix, inverted once.
 
     The matrix is provably well conditioned: its singular values lie in ``[1 + αm, 1 + αL]``, so an
-    explicit inverse loses nothing against a triangular solve and is applied as one matrix product.
+    explicit inverse (in the working precision) loses nothing against a triangular solve and is applied
+    as one matrix product.
     """
 
     def __init__(self, weight: Tensor, alpha: float) -> None:
         super().__init__(alpha)
-        n = weight.shape[0]
-        eye = torch.eye(n, dtype=torch.float64, device=weight.device)
-        system = (1.0 + alpha) * eye - alpha * weight.to(torch.float64)
-        self.matrix = torch.linalg.inv(system).to(weight.dtype)
+        eye = torch.eye(weight.shape[0], dtype=weight.dtype, device=weight.device)
+        self.matrix = torch.linalg.inv((1.0 + alpha) * eye - alpha * weight)
         self._matrix_t = self.matrix.T
 
     def apply(self, v: Tensor, add: Tensor | None = None) -> Tensor:

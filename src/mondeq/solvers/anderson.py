@@ -10,7 +10,8 @@ and below the summable bound ``D‖g(x₀)‖(n + 1)^−(1+ε)`` of Zhang, O'Don
 convergent type-I Anderson acceleration for nonsmooth fixed-point iterations"; ``n`` = extrapolated points
 kept so far); otherwise the sample falls back to the plain step from its last kept point. The residual of
 the kept points never increases, the summable bound gives convergence, and a refused extrapolation costs
-one evaluation (with adversarial coefficients the tests see about twice the plain method's iterations). A least-squares system that is singular or gives
+one evaluation (with adversarial coefficients the tests see about twice the plain method's iterations).
+A least-squares system that is singular or gives
 coefficients larger than ``max_coefficient`` (ill-conditioned) is not used at all: the plain step is taken.
 No check synchronises with the device.
 """
