@@ -117,14 +117,7 @@ class _ImplicitEquilibrium(torch.autograd.Function):
         spec: _Spec = ctx.spec
         u, stats = spec.backward.adjoint(ctx.op, spec.activation.derivative(v), g, spec.solver)
         spec.record.backward = stats
-        need = [i for i in range(len(tensors)) if ctx.needs_input_grad[2 + i]]
-        grads: list[Tensor | None] = [None] * len(tensors)
-        if need:
-            with torch.enable_grad():
-                leaves = [t.detach().requires_grad_(i in need) for i, t in enumerate(tensors)]
-                out = spec.operator.apply_W(leaves, z)
-                for i, gi in zip(need, torch.autograd.grad(out, [leaves[i] for i in need], u), strict=True):
-                    grads[i] = gi
+        grads = spec.operator.vjp(tensors, z, u, ctx.needs_input_grad[2:])
         return (None, u if ctx.needs_input_grad[1] else None, *grads)
 
 

@@ -115,6 +115,15 @@ class DenseMonotone(MonotoneOperator):
     def apply_W(self, tensors: Sequence[Tensor], z: Tensor) -> Tensor:
         return z @ self.weight(tensors).T
 
+    def vjp(self, tensors: Sequence[Tensor], z: Tensor, u: Tensor, need: Sequence[bool]) -> list[Tensor | None]:
+        """Closed form for the plain parameterization: with ``G = Σ u zᵀ``, ``∂/∂A = −A(G + Gᵀ)`` and
+        ``∂/∂B = G − Gᵀ``."""
+        if self.normalized:
+            return super().vjp(tensors, z, u, need)
+        a = tensors[0]
+        g = u.T @ z
+        return [-(a @ (g + g.T)) if need[0] else None, g - g.T if need[1] else None]
+
     def build(self, tensors: Sequence[Tensor]) -> DenseFrozenOperator:
         return DenseFrozenOperator(self.weight(tensors), self.m)
 

@@ -136,7 +136,8 @@ class Solver(ABC):
         tol, max_iter = self.tol, self.max_iter
         x, trace, checked = it.x0, [], []
         z = v = res = None
-        next_check, k, estimates = 1, 0, not it.exact_pre_activation
+        # the first iterate says little (z₀ = 0): the first check comes after two iterations
+        next_check, k, estimates = self.check_every or 2, 0, not it.exact_pre_activation
         for k in range(1, max_iter + 1):
             check = k == next_check or k == max_iter
             x_next, z_k, v_k = it.step(x, check)
