@@ -158,7 +158,9 @@ class MonotoneOperator(nn.Module, ABC):
     def apply_W(self, tensors: Sequence[Tensor], z: Tensor) -> Tensor:
         """``W z`` as a differentiable function of ``tensors`` and ``z``."""
 
-    def vjp(self, tensors: Sequence[Tensor], z: Tensor, u: Tensor, need: Sequence[bool]) -> list[Tensor | None]:
+    def vjp(
+        self, tensors: Sequence[Tensor], z: Tensor, u: Tensor, need: Sequence[bool]
+    ) -> list[Tensor | None]:
         """``∂⟨u, W z⟩/∂tensors`` (``None`` where ``need`` is false): the parameter part of the implicit
         gradient. By autograd through :meth:`apply_W`; operators may override it with a closed form."""
         grads: list[Tensor | None] = [None] * len(tensors)
@@ -167,7 +169,8 @@ class MonotoneOperator(nn.Module, ABC):
             with torch.enable_grad():
                 leaves = [t.detach().requires_grad_(n) for t, n in zip(tensors, need, strict=True)]
                 out = self.apply_W(leaves, z)
-                for i, g in zip(wanted, torch.autograd.grad(out, [leaves[i] for i in wanted], u), strict=True):
+                found = torch.autograd.grad(out, [leaves[i] for i in wanted], u)
+                for i, g in zip(wanted, found, strict=True):
                     grads[i] = g
         return grads
 

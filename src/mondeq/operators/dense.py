@@ -115,7 +115,9 @@ class DenseMonotone(MonotoneOperator):
     def apply_W(self, tensors: Sequence[Tensor], z: Tensor) -> Tensor:
         return z @ self.weight(tensors).T
 
-    def vjp(self, tensors: Sequence[Tensor], z: Tensor, u: Tensor, need: Sequence[bool]) -> list[Tensor | None]:
+    def vjp(
+        self, tensors: Sequence[Tensor], z: Tensor, u: Tensor, need: Sequence[bool]
+    ) -> list[Tensor | None]:
         """Closed form for the plain parameterization: with ``G = Σ u zᵀ``, ``∂/∂A = −A(G + Gᵀ)`` and
         ``∂/∂B = G − Gᵀ``."""
         if self.normalized:
