@@ -5,7 +5,7 @@ Monotone operator equilibrium networks (Winston & Kolter, NeurIPS 2020): ``z* = 
 convergence and differentiated implicitly.
 """
 
-from .activations import Activation, Diagonal, LeakyReLU, ReLU, get_activation
+from .activations import Activation, BorderReLU, Diagonal, LeakyReLU, ReLU, get_activation
 from .errors import ConvergenceError, ConvergenceWarning, InputError, MondeqError, UnsafeStepError
 from .implicit import (
     BackwardMethod,
@@ -17,8 +17,8 @@ from .implicit import (
     solve,
 )
 from .layers import EquilibriumLayer
-from .models import MODELS, FCMonDEQ, build_model
-from .operators import DenseMonotone, FrozenOperator, MonotoneOperator
+from .models import MODELS, ConvMonDEQ, FCMonDEQ, build_model
+from .operators import ConvMonotone, DenseMonotone, FrozenOperator, MonotoneOperator
 from .solvers import (
     Anderson,
     DouglasRachford,
@@ -37,6 +37,9 @@ __all__ = [
     "Activation",
     "Anderson",
     "BackwardMethod",
+    "BorderReLU",
+    "ConvMonDEQ",
+    "ConvMonotone",
     "ConvergenceError",
     "ConvergenceWarning",
     "DenseMonotone",

@@ -77,6 +77,44 @@ class LeakyReLU(Activation):
         return f"LeakyReLU(negative_slope={self.negative_slope})"
 
 
+class BorderReLU(Activation):
+    """ReLU that also zeroes a border of ``width`` pixels of each feature map (SPEC 1.1).
+
+    The prox of the indicator of ``{u ≥ 0, border = 0}``, the same for every ``α``. With a circular
+    convolution on a zero-padded image it removes the wrap-around, as in the paper's MNIST models.
+    """
+
+    name = "border_relu"
+
+    def __init__(self, width: int = 1) -> None:
+        if width < 1:
+            raise InputError(f"BorderReLU needs a width ≥ 1, got {width}")
+        self.width = int(width)
+        self._masks: dict[tuple, Tensor] = {}
+
+    def mask(self, like: Tensor) -> Tensor:
+        """1 inside, 0 on the border, broadcastable to ``like`` (``… × H × W``)."""
+        key = (tuple(like.shape[-2:]), like.dtype, like.device)
+        m = self._masks.get(key)
+        if m is None:
+            h, w = key[0]
+            if h <= 2 * self.width or w <= 2 * self.width:
+                raise InputError(f"a border of {self.width} leaves nothing of a {h}×{w} map")
+            m = torch.zeros(h, w, dtype=like.dtype, device=like.device)
+            m[self.width : h - self.width, self.width : w - self.width] = 1.0
+            self._masks[key] = m
+        return m
+
+    def prox(self, v: Tensor, alpha: float) -> Tensor:
+        return torch.relu(v).mul_(self.mask(v))
+
+    def derivative(self, v: Tensor) -> Tensor:
+        return (v > 0).to(v.dtype).mul_(self.mask(v))
+
+    def __repr__(self) -> str:
+        return f"BorderReLU(width={self.width})"
+
+
 class Diagonal(Activation):
     """The linear map ``v ↦ d ⊙ v`` with ``d ∈ [0, 1]``: the activation of the adjoint problem (SPEC 3).
 
@@ -104,7 +142,7 @@ class Diagonal(Activation):
         return v * self.d
 
 
-ACTIVATIONS: dict[str, type[Activation]] = {"relu": ReLU, "leaky_relu": LeakyReLU}
+ACTIVATIONS: dict[str, type[Activation]] = {"relu": ReLU, "leaky_relu": LeakyReLU, "border_relu": BorderReLU}
 
 
 def get_activation(name: str | Activation, **kwargs: float) -> Activation:

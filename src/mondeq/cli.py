@@ -29,7 +29,8 @@ def _train_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--augment-flip", action="store_true", help="random horizontal flips")
     p.add_argument("--train-subset", type=int, default=None, help="first N of a seeded permutation")
     p.add_argument("--test-subset", type=int, default=None, help="first N of a seeded permutation")
-    p.add_argument("--hidden", type=int, default=d.hidden, help="width of the equilibrium (fc)")
+    p.add_argument("--hidden", type=int, default=None, help="width of the equilibrium (fc; default 87)")
+    p.add_argument("--channels", type=int, default=None, help="channels of the equilibrium (conv models)")
     p.add_argument("--m", type=float, default=d.m, help="strong monotonicity of I - W")
     p.add_argument("--solver", default=d.solver, choices=["fb", "pr", "dr"])
     p.add_argument("--anderson", action="store_true", help="Anderson-accelerate the solver")
@@ -59,10 +60,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_models(args: argparse.Namespace) -> int:
-    from .models import MODELS
+    from .models import DESCRIPTIONS
 
-    for name, cls in MODELS.items():
-        print(f"{name:<12} {(cls.__doc__ or '').strip().splitlines()[0]}")
+    for name, text in DESCRIPTIONS.items():
+        print(f"{name:<12} {text}")
     return 0
 
 

@@ -43,7 +43,8 @@ class TrainConfig:
     augment_flip: bool = False
     train_subset: int | None = None
     test_subset: int | None = None
-    hidden: int = 87
+    hidden: int | None = None
+    channels: int | None = None
     m: float = 1.0
     solver: str = "pr"
     anderson: bool = False
@@ -56,8 +57,8 @@ class TrainConfig:
     out: str | None = None
 
     def validate(self) -> None:
-        for name in ("epochs", "batch_size", "test_batch_size", "max_iter", "hidden"):
-            if getattr(self, name) < 1:
+        for name in ("epochs", "batch_size", "test_batch_size", "max_iter", "hidden", "channels"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise InputError(f"--{name.replace('_', '-')} must be ≥ 1, got {getattr(self, name)}")
         for name in ("lr", "lr_gamma", "m", "tol"):
             if not getattr(self, name) > 0:
@@ -83,9 +84,10 @@ def build_from_config(cfg: TrainConfig, splits: Splits) -> nn.Module:
     solver = make_solver(cfg.solver, anderson=cfg.anderson, **opts)
     eval_solver = None if cfg.eval_tol is None else solver.with_options(tol=cfg.eval_tol)
     info = splits.info
+    sizes = {k: v for k, v in (("hidden", cfg.hidden), ("channels", cfg.channels)) if v is not None}
     return build_model(
         cfg.model, info.input_shape, info.num_classes,
-        hidden=cfg.hidden, m=cfg.m, solver=solver, eval_solver=eval_solver,
+        **sizes, m=cfg.m, solver=solver, eval_solver=eval_solver,
     )
 
 

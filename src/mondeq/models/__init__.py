@@ -3,14 +3,26 @@
 from __future__ import annotations
 
 import inspect
+from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from torch import nn
 
 from ..errors import InputError
+from .conv import ConvMonDEQ
 from .fc import FCMonDEQ
 
-MODELS: dict[str, type[nn.Module]] = {"fc": FCMonDEQ}
+MODELS: dict[str, Callable[..., nn.Module]] = {
+    "fc": FCMonDEQ,
+    "conv": ConvMonDEQ,
+    "conv-large": partial(ConvMonDEQ, channels=200),
+}
+DESCRIPTIONS = {
+    "fc": "fully connected monDEQ (MNIST: 784 → 87 → 10, 84,313 parameters)",
+    "conv": "single-convolution monDEQ (MNIST 56 channels, 84,460; CIFAR-10 81 channels, 172,218)",
+    "conv-large": "single-convolution monDEQ, 200 channels (CIFAR-10: 853,612 parameters)",
+}
 
 
 def build_model(name: str, input_shape: tuple[int, ...], num_classes: int, **options: Any) -> nn.Module:
@@ -26,4 +38,4 @@ def build_model(name: str, input_shape: tuple[int, ...], num_classes: int, **opt
     return cls(input_shape, num_classes, **options)
 
 
-__all__ = ["MODELS", "FCMonDEQ", "build_model"]
+__all__ = ["DESCRIPTIONS", "MODELS", "ConvMonDEQ", "FCMonDEQ", "build_model"]

@@ -1,0 +1,177 @@
+"""Single-convolution monotone operator with an exact FFT resolvent (SPEC 4.2; Winston & Kolter 2020,
+section 4.2).
+
+``W z = (1 − m)z − AᵀA z + B z − Bᵀ z`` on ``z ∈ ℝ^{c×H×W}``, with ``A`` and ``B`` ``k × k`` convolutions
+with circular padding, normalised as in the paper: ``A = √g·Â/‖Â‖_F``, ``B = h·B̂/‖B̂‖_F`` with learnable
+scalars ``g = softplus(ĝ) > 0`` and ``h``. ``sym(I − W) = mI + AᵀA ⪰ mI`` for every parameter value.
+
+A circular convolution is diagonalised by the 2-D DFT: at each spatial frequency it is a ``c × c`` matrix
+``Â(f)``, and ``Aᵀ`` becomes ``Â(f)ᴴ``. The resolvent is therefore the per-frequency inverse of
+``(1 + α)I − αŴ(f)``, computed once per parameter value and step on the half spectrum of ``rfft2`` (the
+input is real), and applied with ``rfft2``/``irfft2`` and one batched matrix product.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..errors import InputError
+from .base import FrozenOperator, MonotoneOperator, Resolvent
+
+
+def circular_conv(z: Tensor, kernel: Tensor) -> Tensor:
+    """Cross-correlation of ``z`` (``batch × c × H × W``) with an odd ``k × k`` kernel, circular padding."""
+    p = kernel.shape[-1] // 2
+    return F.conv2d(F.pad(z, (p, p, p, p), mode="circular"), kernel)
+
+
+def conv_transpose_kernel(kernel: Tensor) -> Tensor:
+    """The kernel of the adjoint of :func:`circular_conv` with ``kernel``."""
+    return kernel.transpose(0, 1).flip(-2, -1)
+
+
+def conv_operator(z: Tensor, a: Tensor, a_t: Tensor, skew: Tensor, m: float) -> Tensor:
+    """``(1 − m)z − a_t ⋆ (a ⋆ z) + skew ⋆ z`` with circular convolutions ``⋆`` (``W z`` for ``a_t`` the
+    adjoint kernel of ``a`` and ``skew`` that of ``B − Bᵀ``)."""
+    out = circular_conv(z, skew) - circular_conv(circular_conv(z, a), a_t)
+    return out + (1.0 - m) * z
+
+
+def kernel_spectrum(kernel: Tensor, size: tuple[int, int]) -> Tensor:
+    """``K̂(f)`` on the ``rfft2`` half spectrum: shape ``(H, W//2 + 1, c_out, c_in)``, complex.
+
+    :func:`circular_conv` with ``kernel`` is then ``ẑ(f) ↦ K̂(f) ẑ(f)`` at every frequency ``f``.
+    """
+    k, (h, w) = kernel.shape[-1], size
+    p = k // 2
+    if k > h or k > w:
+        raise InputError(f"a {k}×{k} kernel does not fit a {h}×{w} image")
+    embedded = kernel.new_zeros(*kernel.shape[:2], h, w)
+    embedded[..., :k, :k] = kernel.flip(-2, -1)
+    embedded = torch.roll(embedded, shifts=(-p, -p), dims=(-2, -1))
+    return torch.fft.rfft2(embedded).permute(2, 3, 0, 1)
+
+
+class FFTResolvent(Resolvent):
+    """Per-frequency inverses of ``(1 + α)I − αŴ(f)``, applied in the Fourier domain."""
+
+    def __init__(self, w_hat: Tensor, size: tuple[int, int], alpha: float) -> None:
+        super().__init__(alpha)
+        c = w_hat.shape[-1]
+        eye = torch.eye(c, dtype=w_hat.dtype, device=w_hat.device)
+        self.r_hat = torch.linalg.inv((1.0 + alpha) * eye - alpha * w_hat)
+        self.size = size
+
+    def _apply(self, r_hat: Tensor, v: Tensor, add: Tensor | None) -> Tensor:
+        v_hat = torch.fft.rfft2(v)
+        out = torch.fft.irfft2(torch.einsum("hwij,bjhw->bihw", r_hat, v_hat), s=self.size)
+        return out if add is None else out.add_(add)
+
+    def apply(self, v: Tensor, add: Tensor | None = None) -> Tensor:
+        return self._apply(self.r_hat, v, add)
+
+    def apply_T(self, v: Tensor, add: Tensor | None = None) -> Tensor:
+        return self._apply(self.r_hat.mH, v, add)
+
+
+class ConvFrozenOperator(FrozenOperator):
+    """``W`` of :class:`ConvMonotone` at fixed kernels: convolutions in space, resolvents in frequency."""
+
+    def __init__(self, a: Tensor, skew: Tensor, m: float, shape: tuple[int, int, int]) -> None:
+        super().__init__(m, shape, a.dtype, a.device)
+        self.a, self.a_t = a, conv_transpose_kernel(a)
+        self.skew, self.skew_t = skew, conv_transpose_kernel(skew)
+        self.size = (shape[1], shape[2])
+        self._w_hat: Tensor | None = None
+
+    def W(self, z: Tensor, add: Tensor | None = None) -> Tensor:
+        out = conv_operator(z, self.a, self.a_t, self.skew, self.m)
+        return out if add is None else out.add_(add)
+
+    def WT(self, z: Tensor, add: Tensor | None = None) -> Tensor:
+        out = conv_operator(z, self.a, self.a_t, self.skew_t, self.m)
+        return out if add is None else out.add_(add)
+
+    @property
+    def w_hat(self) -> Tensor:
+        """``Ŵ(f)`` on the half spectrum, ``(H, W//2 + 1, c, c)``, computed once."""
+        if self._w_hat is None:
+            a_hat = kernel_spectrum(self.a, self.size)
+            s_hat = kernel_spectrum(self.skew, self.size)
+            eye = torch.eye(self.shape[0], dtype=a_hat.dtype, device=a_hat.device)
+            self._w_hat = (1.0 - self.m) * eye - a_hat.mH @ a_hat + s_hat
+        return self._w_hat
+
+    def _build_resolvent(self, alpha: float) -> Resolvent:
+        return FFTResolvent(self.w_hat, self.size, alpha)
+
+    def _norm_I_minus_W(self) -> float:
+        eye = torch.eye(self.shape[0], dtype=self.w_hat.dtype, device=self.w_hat.device)
+        norms = torch.linalg.matrix_norm((eye - self.w_hat).to(torch.complex128), ord=2)
+        return float(norms.max()) * (1.0 + 1e-9)
+
+
+class ConvMonotone(MonotoneOperator):
+    """Trainable single-convolution ``W`` on ``c × H × W`` feature maps (see the module docstring).
+
+    Args:
+        channels: ``c``.
+        size: ``(H, W)`` of the feature maps (the FFT resolvent is exact for this size only).
+        kernel_size: odd ``k``.
+        m: strong monotonicity of ``I − W``.
+    """
+
+    def __init__(
+        self,
+        channels: int,
+        size: tuple[int, int],
+        kernel_size: int = 3,
+        m: float = 1.0,
+        *,
+        dtype: torch.dtype | None = None,
+        device: torch.device | str | None = None,
+    ) -> None:
+        super().__init__(m)
+        if channels < 1 or kernel_size < 1 or kernel_size % 2 == 0:
+            raise InputError(f"need channels ≥ 1 and an odd kernel size, got {channels}, {kernel_size}")
+        self.channels, self.size, self.kernel_size = int(channels), (int(size[0]), int(size[1])), kernel_size
+        if kernel_size > min(self.size):
+            raise InputError(f"a {kernel_size}×{kernel_size} kernel does not fit a {size} image")
+        kw = {"dtype": dtype, "device": device}
+        shape = (channels, channels, kernel_size, kernel_size)
+        bound = 1.0 / math.sqrt(channels * kernel_size**2)
+        self.A = nn.Parameter(torch.empty(shape, **kw).uniform_(-bound, bound))
+        self.B = nn.Parameter(torch.empty(shape, **kw).uniform_(-bound, bound))
+        self.g = nn.Parameter(torch.full((), math.log(math.e - 1.0), **kw))  # softplus(ĝ) = 1
+        self.h = nn.Parameter(torch.ones((), **kw))
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return (self.channels, *self.size)
+
+    def tensors(self) -> tuple[Tensor, ...]:
+        return (self.A, self.B, self.g, self.h)
+
+    def kernels(self, tensors: Sequence[Tensor] | None = None) -> tuple[Tensor, Tensor]:
+        """The normalised kernel ``A`` and the kernel of ``B − Bᵀ`` (differentiable in ``tensors``)."""
+        a, b, g, h = self.tensors() if tensors is None else tensors
+        tiny = torch.finfo(a.dtype).tiny
+        a = torch.nn.functional.softplus(g).sqrt() * a / a.square().sum().clamp_min(tiny).sqrt()
+        b = h * b / b.square().sum().clamp_min(tiny).sqrt()
+        return a, b - conv_transpose_kernel(b)
+
+    def apply_W(self, tensors: Sequence[Tensor], z: Tensor) -> Tensor:
+        a, skew = self.kernels(tensors)
+        return conv_operator(z, a, conv_transpose_kernel(a), skew, self.m)
+
+    def build(self, tensors: Sequence[Tensor]) -> ConvFrozenOperator:
+        a, skew = self.kernels(tensors)
+        return ConvFrozenOperator(a, skew, self.m, self.shape)  # type: ignore[arg-type]
+
+    def extra_repr(self) -> str:
+        return f"channels={self.channels}, size={self.size}, kernel_size={self.kernel_size}, m={self.m}"
