@@ -17,8 +17,8 @@ from .implicit import (
     solve,
 )
 from .layers import EquilibriumLayer
-from .models import MODELS, ConvMonDEQ, FCMonDEQ, build_model
-from .operators import ConvMonotone, DenseMonotone, FrozenOperator, MonotoneOperator
+from .models import MODELS, ConvMonDEQ, FCMonDEQ, MultiTierMonDEQ, build_model
+from .operators import ConvMonotone, DenseMonotone, FrozenOperator, MonotoneOperator, MultiTierMonotone
 from .solvers import (
     Anderson,
     DouglasRachford,
@@ -55,6 +55,8 @@ __all__ = [
     "LeakyReLU",
     "MondeqError",
     "MonotoneOperator",
+    "MultiTierMonDEQ",
+    "MultiTierMonotone",
     "PeacemanRachford",
     "PhantomBackward",
     "ReLU",

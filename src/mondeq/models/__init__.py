@@ -12,16 +12,21 @@ from torch import nn
 from ..errors import InputError
 from .conv import ConvMonDEQ
 from .fc import FCMonDEQ
+from .multitier import MultiTierMonDEQ
 
 MODELS: dict[str, Callable[..., nn.Module]] = {
     "fc": FCMonDEQ,
     "conv": ConvMonDEQ,
     "conv-large": partial(ConvMonDEQ, channels=200),
+    "multitier": MultiTierMonDEQ,
+    "multitier-large": partial(MultiTierMonDEQ, channels=(64, 128, 128)),
 }
 DESCRIPTIONS = {
     "fc": "fully connected monDEQ (MNIST: 784 → 87 → 10, 84,313 parameters)",
     "conv": "single-convolution monDEQ (MNIST 56 channels, 84,460; CIFAR-10 81 channels, 172,218)",
     "conv-large": "single-convolution monDEQ, 200 channels (CIFAR-10: 853,612 parameters)",
+    "multitier": "multi-tier monDEQ (MNIST (16, 32, 32), 81,394; CIFAR-10 (16, 32, 60), 170,194)",
+    "multitier-large": "multi-tier monDEQ, (64, 128, 128) (CIFAR-10: 1,014,546 parameters)",
 }
 
 
@@ -38,4 +43,4 @@ def build_model(name: str, input_shape: tuple[int, ...], num_classes: int, **opt
     return cls(input_shape, num_classes, **options)
 
 
-__all__ = ["DESCRIPTIONS", "MODELS", "ConvMonDEQ", "FCMonDEQ", "build_model"]
+__all__ = ["DESCRIPTIONS", "MODELS", "ConvMonDEQ", "FCMonDEQ", "MultiTierMonDEQ", "build_model"]

@@ -3,6 +3,7 @@
 from .base import FrozenOperator, MonotoneOperator, Resolvent
 from .conv import ConvFrozenOperator, ConvMonotone, FFTResolvent
 from .dense import DenseFrozenOperator, DenseMonotone, DenseResolvent
+from .multitier import MultiTierFrozenOperator, MultiTierMonotone, MultiTierResolvent
 
 __all__ = [
     "ConvFrozenOperator",
@@ -13,5 +14,8 @@ __all__ = [
     "FFTResolvent",
     "FrozenOperator",
     "MonotoneOperator",
+    "MultiTierFrozenOperator",
+    "MultiTierMonotone",
+    "MultiTierResolvent",
     "Resolvent",
 ]

@@ -35,6 +35,11 @@ def conv_transpose_kernel(kernel: Tensor) -> Tensor:
     return kernel.transpose(0, 1).flip(-2, -1)
 
 
+def normalized_kernel(kernel: Tensor, scale: Tensor) -> Tensor:
+    """``scale · K/‖K‖_F`` (differentiable; a zero kernel stays zero)."""
+    return scale * kernel / kernel.square().sum().clamp_min(torch.finfo(kernel.dtype).tiny).sqrt()
+
+
 def conv_operator(z: Tensor, a: Tensor, a_t: Tensor, skew: Tensor, m: float) -> Tensor:
     """``(1 − m)z − a_t ⋆ (a ⋆ z) + skew ⋆ z`` with circular convolutions ``⋆`` (``W z`` for ``a_t`` the
     adjoint kernel of ``a`` and ``skew`` that of ``B − Bᵀ``)."""
@@ -160,9 +165,8 @@ class ConvMonotone(MonotoneOperator):
     def kernels(self, tensors: Sequence[Tensor] | None = None) -> tuple[Tensor, Tensor]:
         """The normalised kernel ``A`` and the kernel of ``B − Bᵀ`` (differentiable in ``tensors``)."""
         a, b, g, h = self.tensors() if tensors is None else tensors
-        tiny = torch.finfo(a.dtype).tiny
-        a = torch.nn.functional.softplus(g).sqrt() * a / a.square().sum().clamp_min(tiny).sqrt()
-        b = h * b / b.square().sum().clamp_min(tiny).sqrt()
+        a = normalized_kernel(a, torch.nn.functional.softplus(g).sqrt())
+        b = normalized_kernel(b, h)
         return a, b - conv_transpose_kernel(b)
 
     def apply_W(self, tensors: Sequence[Tensor], z: Tensor) -> Tensor:
