@@ -101,14 +101,17 @@ def test_border_relu() -> None:
         act.prox(torch.zeros(1, 1, 2, 2), 1.0)
 
 
-@pytest.mark.parametrize("solver", [PeacemanRachford(tol=1e-12, max_iter=3000),
-                                    ForwardBackward(tol=1e-12, max_iter=50_000)], ids=["pr", "fb"])
-def test_gradcheck_through_the_conv_model(solver) -> None:
+@pytest.mark.parametrize("solver,shape", [
+    (PeacemanRachford(tol=1e-12, max_iter=3000), (1, 4, 4)),
+    (PeacemanRachford(tol=1e-12, max_iter=3000), (1, 4, 5)),  # odd width: the half spectrum's weights
+    (ForwardBackward(tol=1e-12, max_iter=50_000), (1, 4, 4)),
+], ids=["pr", "pr-odd", "fb"])
+def test_gradcheck_through_the_conv_model(solver, shape) -> None:
     torch.manual_seed(7)
-    model = ConvMonDEQ((1, 4, 4), 3, channels=2, pad=1, pool=2, m=0.5, solver=solver).double()
+    model = ConvMonDEQ(shape, 3, channels=2, pad=1, pool=2, m=0.5, solver=solver).double()
     names = [k for k, _ in model.named_parameters()]
     params = [p.detach().clone().requires_grad_() for _, p in model.named_parameters()]
-    x = torch.randn(2, 1, 4, 4, dtype=torch.float64, requires_grad=True)
+    x = torch.randn(2, *shape, dtype=torch.float64, requires_grad=True)
 
     def f(x, *ps):
         return torch.func.functional_call(model, dict(zip(names, ps, strict=True)), (x,))
