@@ -61,13 +61,13 @@ def measure(name: str, batch: int, reps: int, tol: float) -> dict:
     op = op_module.frozen()
     g = torch.randn_like(y) / batch
     out = {"model": name, "parameters": params, "resolvent_build_s": t_build}
+    back = mondeq.ImplicitBackward()
     for sname, solver in (("pr", mondeq.PeacemanRachford(tol=tol)),
                           ("fb", mondeq.ForwardBackward(tol=tol, max_iter=2000))):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             fwd = solver.solve(op, layer.activation, y)
             d = layer.activation.derivative(fwd.pre_activation)
-            back = mondeq.ImplicitBackward()
             _, bstats = back.adjoint(op, d, g, solver)
             t_f = timed(lambda solver=solver: solver.solve(op, layer.activation, y), reps)
             t_b = timed(lambda solver=solver, d=d: back.adjoint(op, d, g, solver), reps)
