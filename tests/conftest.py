@@ -42,3 +42,14 @@ def dense_input_gradient(weight: Tensor, z: Tensor, y: Tensor, g: Tensor, slope:
     eye = torch.eye(w.shape[0], dtype=w.dtype)
     h = torch.linalg.solve(eye - w.T[None] * d[:, None, :], g.double().unsqueeze(-1)).squeeze(-1)
     return d * h
+
+
+def gradcheck_module(module: torch.nn.Module, x: Tensor) -> bool:
+    """``torch.autograd.gradcheck`` of ``module(x)`` in ``x`` and every parameter (by functional_call)."""
+    names = [k for k, _ in module.named_parameters()]
+    params = [p.detach().clone().requires_grad_() for _, p in module.named_parameters()]
+
+    def f(x: Tensor, *ps: Tensor) -> Tensor:
+        return torch.func.functional_call(module, dict(zip(names, ps, strict=True)), (x,))
+
+    return torch.autograd.gradcheck(f, (x.detach().requires_grad_(), *params), atol=1e-6, rtol=1e-4)

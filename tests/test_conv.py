@@ -7,7 +7,7 @@ import itertools
 
 import pytest
 import torch
-from conftest import dense_equilibrium
+from conftest import dense_equilibrium, gradcheck_module
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -109,14 +109,7 @@ def test_border_relu() -> None:
 def test_gradcheck_through_the_conv_model(solver, shape) -> None:
     torch.manual_seed(7)
     model = ConvMonDEQ(shape, 3, channels=2, pad=1, pool=2, m=0.5, solver=solver).double()
-    names = [k for k, _ in model.named_parameters()]
-    params = [p.detach().clone().requires_grad_() for _, p in model.named_parameters()]
-    x = torch.randn(2, *shape, dtype=torch.float64, requires_grad=True)
-
-    def f(x, *ps):
-        return torch.func.functional_call(model, dict(zip(names, ps, strict=True)), (x,))
-
-    assert torch.autograd.gradcheck(f, (x, *params), atol=1e-6, rtol=1e-4)
+    assert gradcheck_module(model, torch.randn(2, *shape, dtype=torch.float64))
 
 
 def test_paper_sizes() -> None:

@@ -47,8 +47,9 @@ def conv_operator(z: Tensor, a: Tensor, a_t: Tensor, skew: Tensor, m: float) -> 
     return out + (1.0 - m) * z
 
 
-def kernel_spectrum(kernel: Tensor, size: tuple[int, int]) -> Tensor:
-    """``K̂(f)`` on the ``rfft2`` half spectrum: shape ``(H, W//2 + 1, c_out, c_in)``, complex.
+def kernel_spectrum(kernel: Tensor, size: tuple[int, int], full: bool = False) -> Tensor:
+    """``K̂(f)`` on the ``rfft2`` half spectrum, ``(H, W//2 + 1, c_out, c_in)`` (``full``: on the whole
+    ``fft2`` spectrum, ``(H, W, c_out, c_in)``), complex.
 
     :func:`circular_conv` with ``kernel`` is then ``ẑ(f) ↦ K̂(f) ẑ(f)`` at every frequency ``f``.
     """
@@ -59,7 +60,7 @@ def kernel_spectrum(kernel: Tensor, size: tuple[int, int]) -> Tensor:
     embedded = kernel.new_zeros(*kernel.shape[:2], h, w)
     embedded[..., :k, :k] = kernel.flip(-2, -1)
     embedded = torch.roll(embedded, shifts=(-p, -p), dims=(-2, -1))
-    return torch.fft.rfft2(embedded).permute(2, 3, 0, 1)
+    return (torch.fft.fft2 if full else torch.fft.rfft2)(embedded).permute(2, 3, 0, 1)
 
 
 def spectral_apply(mat_hat: Tensor, v: Tensor, add: Tensor | None = None) -> Tensor:

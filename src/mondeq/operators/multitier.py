@@ -28,16 +28,12 @@ from torch import Tensor, nn
 
 from ..errors import InputError
 from .base import FrozenOperator, MonotoneOperator, Resolvent
-from .conv import circular_conv, conv_transpose_kernel, normalized_kernel
+from .conv import circular_conv, conv_transpose_kernel, kernel_spectrum, normalized_kernel
 
 
 def _spectrum(kernel: Tensor, size: tuple[int, int]) -> Tensor:
-    """``K̂(f)`` on the full 2-D spectrum, ``(H, W, c_out, c_in)``: circular convolution is ``K̂(f) ẑ(f)``."""
-    k, (h, w) = kernel.shape[-1], size
-    embedded = kernel.new_zeros(*kernel.shape[:2], h, w)
-    embedded[..., :k, :k] = kernel.flip(-2, -1)
-    embedded = torch.roll(embedded, shifts=(-(k // 2), -(k // 2)), dims=(-2, -1))
-    return torch.fft.fft2(embedded).permute(2, 3, 0, 1)
+    """``K̂(f)`` on the full 2-D spectrum, ``(H, W, c_out, c_in)``."""
+    return kernel_spectrum(kernel, size, full=True)
 
 
 def _to_groups(x: Tensor) -> Tensor:
