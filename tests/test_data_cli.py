@@ -138,3 +138,60 @@ def test_default_training_reaches_95_percent() -> None:
     """The README's main job: the default model on the embedded data, full default schedule."""
     history = train(TrainConfig(), progress=False, log=lambda s: None)
     assert history[-1]["test_acc"] >= 0.95
+
+
+def _quiet(_: str) -> None:
+    pass
+
+
+def test_resume_continues_bit_for_bit(tmp_path: Path) -> None:
+    cfg = dict(epochs=3, train_subset=256, test_subset=64, seed=3, lr_step=1, batch_size=64)
+    full = train(TrainConfig(**cfg, out=str(tmp_path / "a")), progress=False, log=_quiet)
+    train(TrainConfig(**{**cfg, "epochs": 1}, out=str(tmp_path / "b")), progress=False, log=_quiet)
+    resumed = train(TrainConfig(**cfg, out=str(tmp_path / "b")), progress=False, log=_quiet, resume=True)
+
+    def strip(rows):
+        return [{k: v for k, v in r.items() if k != "epoch_time_s"} for r in rows]
+
+    assert strip(resumed) == strip(full)
+    a = torch.load(tmp_path / "a" / "checkpoint.pt", weights_only=True)["model"]
+    b = torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=True)["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert len((tmp_path / "b" / "metrics.jsonl").read_text().splitlines()) == 3
+    with pytest.raises(InputError, match="different configuration"):
+        train(TrainConfig(**{**cfg, "lr": 0.1}, out=str(tmp_path / "b")), progress=False, log=_quiet, resume=True)
+
+
+def test_eval_and_checkpoint_errors(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    assert main(["train", "--epochs", "1", "--train-subset", "128", "--test-subset", "64", "--no-progress",
+                 "--out", str(out)]) == 0
+    ckpt = out / "checkpoint.pt"
+    proc = subprocess.run([sys.executable, "-m", "mondeq.cli", "eval", "--checkpoint", str(ckpt), "--json",
+                           "--test-subset", "64"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    r = json.loads(proc.stdout)
+    assert r["n"] == 64 and 0 <= r["test_acc"] <= 1 and r["fwd_iters"] >= 1 and r["model"] == "fc"
+
+    good = ckpt.read_bytes()
+    truncated = tmp_path / "truncated.pt"
+    truncated.write_bytes(good[: len(good) // 2])
+    garbage = tmp_path / "garbage.pt"
+    garbage.write_bytes(b"\x00not a checkpoint" * 10)
+    other = tmp_path / "other.pt"
+    data = torch.load(ckpt, weights_only=True)
+    data["config"]["model"] = "conv"
+    torch.save(data, other)
+    for path, message in ((truncated, "corrupt or truncated"), (garbage, "corrupt or truncated"),
+                          (other, "different model"), (tmp_path / "missing.pt", "no checkpoint")):
+        before = path.read_bytes() if path.exists() else None
+        proc = subprocess.run([sys.executable, "-m", "mondeq.cli", "eval", "--checkpoint", str(path)],
+                              capture_output=True, text=True, timeout=120)
+        lines = proc.stderr.strip().splitlines()
+        assert proc.returncode == 2 and len(lines) == 1 and message in lines[0], proc.stderr
+        assert (path.read_bytes() if path.exists() else None) == before
+    # a run whose checkpoint is damaged cannot be resumed, and stays as it was
+    ckpt.write_bytes(good[:100])
+    code = main(["train", "--epochs", "2", "--train-subset", "128", "--test-subset", "64", "--no-progress",
+                 "--out", str(out), "--resume"])
+    assert code == 2 and ckpt.read_bytes() == good[:100]

@@ -41,7 +41,33 @@ def _train_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--device", default=d.device, help="cpu, cuda, cuda:N")
     p.add_argument("--out", default=None, help="folder for metrics.jsonl, config.json, checkpoint.pt, plots")
+    p.add_argument("--resume", action="store_true", help="continue the run saved in --out")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def _eval_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("eval", help="evaluate a saved model")
+    p.add_argument("--checkpoint", required=True, help="checkpoint.pt written by `mondeq train --out`")
+    p.add_argument("--dataset", default=None, help="dataset (default: the one it was trained on)")
+    p.add_argument("--data-dir", default=None)
+    p.add_argument("--test-subset", type=int, default=None)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    import json
+
+    from .train import evaluate_checkpoint
+
+    r = evaluate_checkpoint(args.checkpoint, dataset=args.dataset, data_dir=args.data_dir,
+                            test_subset=args.test_subset, device=args.device)
+    if args.json:
+        print(json.dumps(r))
+    else:
+        print(f"{r['model']} (epoch {r['epoch']}) on {r['dataset']}: test accuracy {100 * r['test_acc']:.2f}% "
+              f"of {r['n']:,} images, loss {r['test_loss']:.4f}, {r['fwd_iters']:.1f} solver iterations per batch")
+    return 0
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
@@ -49,7 +75,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     fields = TrainConfig.__dataclass_fields__
     cfg = TrainConfig(**{k: v for k, v in vars(args).items() if k in fields})
-    history = train(cfg, progress=not args.no_progress)
+    history = train(cfg, progress=not args.no_progress, resume=args.resume)
     last = history[-1]
     print(f"final test accuracy {100 * last['test_acc']:.2f}% after {cfg.epochs} epochs "
           f"(mean iterations per batch: forward {last['fwd_iters']:.1f}, backward {last['bwd_iters']:.1f}, "
@@ -81,10 +107,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--version", action="version", version=f"mondeq {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     _train_parser(sub)
+    _eval_parser(sub)
     sub.add_parser("models", help="list the models")
     sub.add_parser("datasets", help="list the datasets")
     args = parser.parse_args(argv)
-    commands = {"train": _cmd_train, "models": _cmd_models, "datasets": _cmd_datasets}
+    commands = {"train": _cmd_train, "eval": _cmd_eval, "models": _cmd_models, "datasets": _cmd_datasets}
     try:
         return commands[args.command](args)
     except MondeqError as e:

@@ -139,11 +139,51 @@ def save_atomic(obj: Any, path: Path) -> None:
         raise
 
 
-def train(cfg: TrainConfig, *, progress: bool = True, log: Callable[[str], None] = print) -> list[dict]:
+CHECKPOINT_KEYS = ("config", "epoch", "model", "optimizer", "scheduler", "metrics")
+
+
+def load_checkpoint(path: str | Path) -> dict:
+    """Read a checkpoint written by :func:`train`; a missing, corrupt or foreign file raises
+    :class:`InputError` (nothing is written)."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"no checkpoint at {path}")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises many types for damaged files
+        raise InputError(f"{path} is not a readable checkpoint (corrupt or truncated?): {type(e).__name__}") from None
+    if not isinstance(ckpt, dict) or any(k not in ckpt for k in CHECKPOINT_KEYS):
+        raise InputError(f"{path} is not a mondeq training checkpoint")
+    return ckpt
+
+
+def config_from_checkpoint(ckpt: dict, **overrides: Any) -> TrainConfig:
+    """The :class:`TrainConfig` saved in a checkpoint, with ``overrides`` applied."""
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    saved = ckpt["config"]
+    if not isinstance(saved, dict) or set(saved) - fields:
+        raise InputError("the checkpoint's configuration is not one this version of mondeq knows")
+    return TrainConfig(**{**saved, **overrides})
+
+
+def load_model_state(model: nn.Module, state: dict, what: str) -> None:
+    """``load_state_dict`` with a one-line error when the state belongs to another model."""
+    try:
+        model.load_state_dict(state)
+    except (RuntimeError, KeyError) as e:
+        first = str(e).strip().splitlines()[0]
+        raise InputError(f"{what} holds a different model than its configuration describes: {first}") from None
+
+
+def train(
+    cfg: TrainConfig, *, progress: bool = True, log: Callable[[str], None] = print, resume: bool = False
+) -> list[dict]:
     """Train ``cfg.model`` on ``cfg.dataset``; returns one metrics dict per epoch.
 
     With ``cfg.out`` set, writes ``config.json``, ``metrics.jsonl`` (one JSON object per epoch),
-    ``checkpoint.pt`` (atomically, every epoch) and ``metrics.png``.
+    ``checkpoint.pt`` (atomically, every epoch) and ``metrics.png``. With ``resume``, continues from
+    ``cfg.out/checkpoint.pt`` (same configuration, ``epochs`` may grow): the data order of each epoch depends
+    only on the seed and the epoch, so a resumed run ends exactly where an uninterrupted one does.
     """
     cfg.validate()
     device = torch.device(cfg.device)
@@ -160,18 +200,33 @@ def train(cfg: TrainConfig, *, progress: bool = True, log: Callable[[str], None]
         torch.optim.lr_scheduler.StepLR(optimizer, cfg.lr_step, cfg.lr_gamma) if cfg.lr_step else None
     )
     out = Path(cfg.out) if cfg.out else None
+    history: list[dict] = []
+    if resume:
+        if out is None:
+            raise InputError("--resume needs --out, the folder of the run to continue")
+        ckpt = load_checkpoint(out / "checkpoint.pt")
+        saved = config_from_checkpoint(ckpt, epochs=cfg.epochs, out=cfg.out, device=cfg.device)
+        changed = sorted(k for k, v in dataclasses.asdict(saved).items() if getattr(cfg, k) != v)
+        if changed:
+            raise InputError(f"--resume with a different configuration ({', '.join(changed)}); "
+                             "continue with the options of the interrupted run")
+        load_model_state(model, ckpt["model"], str(out / "checkpoint.pt"))
+        optimizer.load_state_dict(ckpt["optimizer"])
+        if scheduler is not None and ckpt["scheduler"] is not None:
+            scheduler.load_state_dict(ckpt["scheduler"])
+        history = list(ckpt["metrics"])
+        log(f"resuming {out} after epoch {ckpt['epoch']}")
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
         (out / "config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2) + "\n")
-        (out / "metrics.jsonl").write_text("")
+        (out / "metrics.jsonl").write_text("".join(json.dumps(h) + "\n" for h in history))
     n_params = sum(p.numel() for p in model.parameters())
     log(f"{cfg.model} on {cfg.dataset}: {n_params:,} parameters, {len(splits.train_labels):,} training / "
         f"{len(splits.test_labels):,} test images, solver {model_solver_name(model)}")
 
-    history: list[dict] = []
     n = len(splits.train_labels)
     steps = math.ceil(n / cfg.batch_size)
-    for epoch in range(1, cfg.epochs + 1):
+    for epoch in range(len(history) + 1, cfg.epochs + 1):
         model.train()
         start = time.perf_counter()
         gen = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
@@ -220,12 +275,41 @@ def train(cfg: TrainConfig, *, progress: bool = True, log: Callable[[str], None]
                 f.write(json.dumps(metrics) + "\n")
             save_atomic(
                 {"config": dataclasses.asdict(cfg), "epoch": epoch, "model": model.state_dict(),
-                 "optimizer": optimizer.state_dict(), "metrics": history},
+                 "optimizer": optimizer.state_dict(),
+                 "scheduler": None if scheduler is None else scheduler.state_dict(), "metrics": history},
                 out / "checkpoint.pt",
             )
-    if out is not None:
+    if out is not None and history:
         plot_metrics(history, out / "metrics.png")
     return history
+
+
+def evaluate_checkpoint(
+    path: str | Path,
+    *,
+    dataset: str | None = None,
+    data_dir: str | None = None,
+    test_subset: int | None = None,
+    device: str = "cpu",
+) -> dict:
+    """Test accuracy, loss and solver iterations of a saved model (on its own data set by default)."""
+    ckpt = load_checkpoint(path)
+    overrides: dict[str, Any] = {"device": device, "test_subset": test_subset}
+    if dataset is not None:
+        overrides["dataset"] = dataset
+    if data_dir is not None:
+        overrides["data_dir"] = data_dir
+    cfg = config_from_checkpoint(ckpt, **overrides)
+    cfg.validate()
+    splits = load_dataset(cfg.dataset, cfg.data_dir, train_subset=1, test_subset=cfg.test_subset,
+                          subset_seed=cfg.seed)
+    model = build_from_config(cfg, splits)
+    load_model_state(model, ckpt["model"], str(path))
+    dev = torch.device(cfg.device)
+    result = evaluate(model.to(dev), splits, cfg.test_batch_size, dev)
+    return {"model": cfg.model, "dataset": cfg.dataset, "epoch": ckpt["epoch"], "n": len(splits.test_labels),
+            "test_acc": result["test_acc"], "test_loss": result["test_loss"],
+            "fwd_iters": result["test_fwd_iters"]}
 
 
 def model_solver_name(model: nn.Module) -> str:
