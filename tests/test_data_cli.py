@@ -60,6 +60,8 @@ def test_mnist_layouts(tmp_path: Path, layout: str, compress: bool) -> None:
 def test_missing_and_broken_files(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="needs --data-dir"):
         load_dataset("mnist")
+    with pytest.raises(InputError, match="needs --data-dir"):
+        load_dataset("cifar10")
     with pytest.raises(InputError, match=r"MNIST files missing: train-images-idx3-ubyte\[.gz\]"):
         load_dataset("mnist", tmp_path)
     _fake_mnist(tmp_path)
@@ -72,6 +74,61 @@ def test_missing_and_broken_files(tmp_path: Path) -> None:
         load_dataset("mnist", tmp_path)
     with pytest.raises(InputError, match="unknown dataset"):
         load_dataset("imagenet")
+
+
+def test_fashion_mnist_layout(tmp_path: Path) -> None:
+    _fake_mnist(tmp_path / "FashionMNIST" / "raw")
+    s = load_dataset("fashion-mnist", tmp_path)
+    assert s.info.mean == (0.2860,) and s.train_images.shape == (60, 1, 28, 28)
+
+
+def _fake_cifar(folder: Path, n: int = 20) -> np.ndarray:
+    import pickle
+
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(1)
+    first = None
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        data = rng.integers(0, 256, (n, 3072), dtype=np.uint8)
+        first = data if first is None else first
+        batch = {b"data": data, b"labels": list(rng.integers(0, 10, n)), b"batch_label": b"x",
+                 b"filenames": [b"f"] * n}
+        with open(folder / name, "wb") as f:
+            pickle.dump(batch, f)
+    return first
+
+
+def test_cifar10_reader(tmp_path: Path) -> None:
+    first = _fake_cifar(tmp_path / "cifar-10-batches-py")
+    s = load_dataset("cifar10", tmp_path)
+    assert s.train_images.shape == (100, 3, 32, 32) and s.test_images.shape == (20, 3, 32, 32)
+    # the official row layout: 1024 red, then green, then blue values, each row-major
+    assert np.array_equal(s.train_images[0, 1].numpy().reshape(-1), first[0, 1024:2048])
+    with pytest.raises(InputError, match="CIFAR-10 files missing: data_batch_1"):
+        load_dataset("cifar10", tmp_path / "nowhere")
+    (tmp_path / "cifar-10-batches-py" / "test_batch").write_bytes(b"broken")
+    with pytest.raises(InputError, match="cannot read"):
+        load_dataset("cifar10", tmp_path)
+
+
+def test_svhn_reader(tmp_path: Path) -> None:
+    from scipy.io import savemat
+
+    rng = np.random.default_rng(2)
+    folder = tmp_path / "svhn"
+    folder.mkdir()
+    for name, n in (("train_32x32.mat", 12), ("test_32x32.mat", 5)):
+        x = rng.integers(0, 256, (32, 32, 3, n), dtype=np.uint8)
+        y = (np.arange(n) % 10 + 1).astype(np.uint8).reshape(n, 1)  # the official files store 0 as 10
+        savemat(folder / name, {"X": x, "y": y})
+        if name.startswith("train"):
+            first = x[:, :, :, 0]
+    s = load_dataset("svhn", tmp_path)
+    assert s.train_images.shape == (12, 3, 32, 32) and s.test_labels.tolist() == [1, 2, 3, 4, 5]
+    assert s.train_labels.tolist()[9] == 0
+    assert np.array_equal(s.train_images[0].numpy(), first.transpose(2, 0, 1))
+    with pytest.raises(InputError, match="SVHN files missing"):
+        load_dataset("svhn", tmp_path / "nowhere")
 
 
 def test_random_crop_flip() -> None:
@@ -119,6 +176,9 @@ def test_same_seed_same_result() -> None:
     (["train", "--m", "0"], "--m must be > 0"),
     (["train", "--device", "tpu9"], "is not a device"),
     (["train", "--augment-pad", "-1"], "--augment-pad must be"),
+    (["train", "--preset", "imagenet-vit"], "invalid choice"),
+    (["train", "--epochs", "three"], "invalid int value"),
+    (["train", "--preset", "cifar10-conv"], "needs --data-dir"),
     (["train", "--solver", "fb", "--alpha", "50", "--epochs", "1", "--train-subset", "64"], "not provably"),
 ])
 def test_cli_errors_are_one_line(args: list[str], message: str) -> None:
@@ -195,3 +255,23 @@ def test_eval_and_checkpoint_errors(tmp_path: Path) -> None:
     code = main(["train", "--epochs", "2", "--train-subset", "128", "--test-subset", "64", "--no-progress",
                  "--out", str(out), "--resume"])
     assert code == 2 and ckpt.read_bytes() == good[:100]
+
+
+def test_presets_fill_the_recipe_and_options_override(tmp_path: Path) -> None:
+    out = tmp_path / "p"
+    assert main(["train", "--preset", "mnist-fc", "--dataset", "mnist-mini", "--epochs", "1", "--train-subset",
+                 "128", "--test-subset", "64", "--no-progress", "--out", str(out)]) == 0
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["model"] == "fc" and cfg["dataset"] == "mnist-mini" and cfg["epochs"] == 1
+    assert cfg["lr_step"] == 10 and cfg["augment_pad"] == 0 and cfg["tol"] == 1e-2
+    from mondeq.presets import PRESETS, preset
+
+    for name in PRESETS:  # every preset is a valid configuration of an existing model and dataset
+        TrainConfig(**preset(name)).validate()
+
+
+def test_one_cycle_schedule(tmp_path: Path) -> None:
+    rows = train(TrainConfig(epochs=4, schedule="one-cycle", lr=1e-2, train_subset=256, test_subset=32,
+                             batch_size=32), progress=False, log=_quiet)
+    lrs = [r["lr"] for r in rows]  # warm-up to the peak within the first third, then annealing
+    assert max(lrs) <= 1e-2 and lrs[0] > 5e-3 and lrs[1] > lrs[2] > lrs[3]

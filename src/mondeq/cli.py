@@ -5,42 +5,54 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 from . import __version__
 from .errors import MondeqError
 
 
+class _Parser(argparse.ArgumentParser):
+    """Argument errors as one line and exit code 2, like every other user mistake."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"mondeq: error: {message} (see `{self.prog} --help`)\n")
+
+
 def _train_parser(sub: argparse._SubParsersAction) -> None:
+    from .presets import PRESETS
     from .train import TrainConfig
 
     d = TrainConfig()
-    p = sub.add_parser("train", help="train a model and report test accuracy and solver statistics")
-    p.add_argument("--model", default=d.model, help="model name (see `mondeq models`)")
-    p.add_argument("--dataset", default=d.dataset, help="dataset name (see `mondeq datasets`)")
-    p.add_argument("--data-dir", default=d.data_dir, help="folder of the dataset's files")
-    p.add_argument("--epochs", type=int, default=d.epochs)
-    p.add_argument("--batch-size", type=int, default=d.batch_size)
-    p.add_argument("--test-batch-size", type=int, default=d.test_batch_size)
-    p.add_argument("--lr", type=float, default=d.lr, help="Adam learning rate")
-    p.add_argument("--lr-step", type=int, default=d.lr_step, help="epochs between learning-rate decays")
-    p.add_argument("--lr-gamma", type=float, default=d.lr_gamma, help="learning-rate decay factor")
-    p.add_argument("--weight-decay", type=float, default=d.weight_decay)
-    p.add_argument("--augment-pad", type=int, default=d.augment_pad, help="random-crop padding (pixels)")
+    p = sub.add_parser("train", help="train a model and report test accuracy and solver statistics",
+                       argument_default=argparse.SUPPRESS)
+    p.add_argument("--preset", choices=list(PRESETS), help="a paper recipe (explicit options override it)")
+    p.add_argument("--model", help=f"model name, see `mondeq models` (default {d.model})")
+    p.add_argument("--dataset", help=f"dataset name, see `mondeq datasets` (default {d.dataset})")
+    p.add_argument("--data-dir", help="folder of the dataset's files")
+    p.add_argument("--epochs", type=int, help=f"default {d.epochs}")
+    p.add_argument("--batch-size", type=int, help=f"default {d.batch_size}")
+    p.add_argument("--test-batch-size", type=int, help=f"default {d.test_batch_size}")
+    p.add_argument("--lr", type=float, help=f"Adam learning rate, the peak of a one-cycle schedule (default {d.lr})")
+    p.add_argument("--schedule", choices=["step", "one-cycle"], help=f"learning-rate schedule (default {d.schedule})")
+    p.add_argument("--lr-step", type=int, help=f"epochs between step decays (default {d.lr_step})")
+    p.add_argument("--lr-gamma", type=float, help=f"step decay factor (default {d.lr_gamma})")
+    p.add_argument("--weight-decay", type=float, help=f"default {d.weight_decay}")
+    p.add_argument("--augment-pad", type=int, help=f"random-crop padding in pixels (default {d.augment_pad})")
     p.add_argument("--augment-flip", action="store_true", help="random horizontal flips")
-    p.add_argument("--train-subset", type=int, default=None, help="first N of a seeded permutation")
-    p.add_argument("--test-subset", type=int, default=None, help="first N of a seeded permutation")
-    p.add_argument("--hidden", type=int, default=None, help="width of the equilibrium (fc; default 87)")
-    p.add_argument("--channels", type=int, default=None, help="channels of the equilibrium (conv models)")
-    p.add_argument("--m", type=float, default=d.m, help="strong monotonicity of I - W")
-    p.add_argument("--solver", default=d.solver, choices=["fb", "pr", "dr"])
+    p.add_argument("--train-subset", type=int, help="first N of a seeded permutation")
+    p.add_argument("--test-subset", type=int, help="first N of a seeded permutation")
+    p.add_argument("--hidden", type=int, help="width of the equilibrium (fc; default 87)")
+    p.add_argument("--channels", type=int, help="channels of the equilibrium (conv models)")
+    p.add_argument("--m", type=float, help=f"strong monotonicity of I - W (default {d.m})")
+    p.add_argument("--solver", choices=["fb", "pr", "dr"], help=f"default {d.solver}")
     p.add_argument("--anderson", action="store_true", help="Anderson-accelerate the solver")
-    p.add_argument("--alpha", type=float, default=None, help="solver step size (default: the solver's)")
-    p.add_argument("--tol", type=float, default=d.tol, help="training tolerance on the residual")
-    p.add_argument("--max-iter", type=int, default=d.max_iter)
-    p.add_argument("--eval-tol", type=float, default=d.eval_tol, help="evaluation tolerance")
-    p.add_argument("--seed", type=int, default=d.seed)
-    p.add_argument("--device", default=d.device, help="cpu, cuda, cuda:N")
-    p.add_argument("--out", default=None, help="folder for metrics.jsonl, config.json, checkpoint.pt, plots")
+    p.add_argument("--alpha", type=float, help="solver step size (default: the solver's)")
+    p.add_argument("--tol", type=float, help=f"training tolerance on the residual (default {d.tol})")
+    p.add_argument("--max-iter", type=int, help=f"default {d.max_iter}")
+    p.add_argument("--eval-tol", type=float, help=f"evaluation tolerance (default {d.eval_tol})")
+    p.add_argument("--seed", type=int, help=f"default {d.seed}")
+    p.add_argument("--device", help="cpu, cuda, cuda:N (default cpu)")
+    p.add_argument("--out", help="folder for metrics.jsonl, config.json, checkpoint.pt, plots")
     p.add_argument("--resume", action="store_true", help="continue the run saved in --out")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
@@ -71,11 +83,14 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
+    from .presets import preset
     from .train import TrainConfig, train
 
+    given = vars(args)
     fields = TrainConfig.__dataclass_fields__
-    cfg = TrainConfig(**{k: v for k, v in vars(args).items() if k in fields})
-    history = train(cfg, progress=not args.no_progress, resume=args.resume)
+    base = preset(given["preset"]) if "preset" in given else {}
+    cfg = TrainConfig(**{**base, **{k: v for k, v in given.items() if k in fields}})
+    history = train(cfg, progress=not given.get("no_progress", False), resume=given.get("resume", False))
     last = history[-1]
     print(f"final test accuracy {100 * last['test_acc']:.2f}% after {cfg.epochs} epochs "
           f"(mean iterations per batch: forward {last['fwd_iters']:.1f}, backward {last['bwd_iters']:.1f}, "
@@ -87,9 +102,13 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 def _cmd_models(args: argparse.Namespace) -> int:
     from .models import DESCRIPTIONS
+    from .presets import PAPER_ACCURACY, PRESETS
 
     for name, text in DESCRIPTIONS.items():
-        print(f"{name:<12} {text}")
+        print(f"{name:<16} {text}")
+    print("\npresets (mondeq train --preset NAME --data-dir DIR):")
+    for name, p in PRESETS.items():
+        print(f"{name:<24} {p['model']} on {p['dataset']}, {p['epochs']} epochs (paper: {PAPER_ACCURACY[name]})")
     return 0
 
 
@@ -103,9 +122,9 @@ def _cmd_datasets(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``mondeq``; returns the exit code."""
-    parser = argparse.ArgumentParser(prog="mondeq", description=__doc__)
+    parser = _Parser(prog="mondeq", description=__doc__)
     parser.add_argument("--version", action="version", version=f"mondeq {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     _train_parser(sub)
     _eval_parser(sub)
     sub.add_parser("models", help="list the models")

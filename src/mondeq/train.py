@@ -36,6 +36,7 @@ class TrainConfig:
     batch_size: int = 128
     test_batch_size: int = 400
     lr: float = 1e-3
+    schedule: str = "step"
     lr_step: int | None = 30
     lr_gamma: float = 0.1
     weight_decay: float = 0.0
@@ -66,6 +67,8 @@ class TrainConfig:
         for name in ("weight_decay", "augment_pad"):
             if getattr(self, name) < 0:
                 raise InputError(f"--{name.replace('_', '-')} must be ≥ 0, got {getattr(self, name)}")
+        if self.schedule not in ("step", "one-cycle"):
+            raise InputError(f"--schedule must be step or one-cycle, got {self.schedule!r}")
         if self.eval_tol is not None and not self.eval_tol > 0:
             raise InputError(f"--eval-tol must be > 0, got {self.eval_tol}")
         try:
@@ -196,16 +199,21 @@ def train(
     optimizer = torch.optim.Adam(
         model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, fused=device.type in ("cpu", "cuda")
     )
-    scheduler = (
-        torch.optim.lr_scheduler.StepLR(optimizer, cfg.lr_step, cfg.lr_gamma) if cfg.lr_step else None
-    )
+    n = len(splits.train_labels)
+    steps = math.ceil(n / cfg.batch_size)
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None = None
+    if cfg.schedule == "one-cycle":  # stepped every batch
+        scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, cfg.lr, total_steps=cfg.epochs * steps)
+    elif cfg.lr_step:  # stepped every epoch
+        scheduler = torch.optim.lr_scheduler.StepLR(optimizer, cfg.lr_step, cfg.lr_gamma)
     out = Path(cfg.out) if cfg.out else None
     history: list[dict] = []
     if resume:
         if out is None:
             raise InputError("--resume needs --out, the folder of the run to continue")
         ckpt = load_checkpoint(out / "checkpoint.pt")
-        saved = config_from_checkpoint(ckpt, epochs=cfg.epochs, out=cfg.out, device=cfg.device)
+        grow = {"epochs": cfg.epochs} if cfg.schedule == "step" else {}  # a one-cycle schedule is fixed
+        saved = config_from_checkpoint(ckpt, **grow, out=cfg.out, device=cfg.device)
         changed = sorted(k for k, v in dataclasses.asdict(saved).items() if getattr(cfg, k) != v)
         if changed:
             raise InputError(f"--resume with a different configuration ({', '.join(changed)}); "
@@ -224,8 +232,6 @@ def train(
     log(f"{cfg.model} on {cfg.dataset}: {n_params:,} parameters, {len(splits.train_labels):,} training / "
         f"{len(splits.test_labels):,} test images, solver {model_solver_name(model)}")
 
-    n = len(splits.train_labels)
-    steps = math.ceil(n / cfg.batch_size)
     for epoch in range(len(history) + 1, cfg.epochs + 1):
         model.train()
         start = time.perf_counter()
@@ -245,6 +251,8 @@ def train(
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
+            if cfg.schedule == "one-cycle" and scheduler is not None:
+                scheduler.step()
             fwd, bwd = _iterations(model)
             loss_value = float(loss.detach())
             totals["loss"] += loss_value * len(idx)
@@ -252,7 +260,7 @@ def train(
             totals["fwd"] += fwd
             totals["bwd"] += bwd
             bar.set_postfix(loss=f"{loss_value:.3f}", fwd=int(fwd), bwd=int(bwd))
-        if scheduler is not None:
+        if cfg.schedule == "step" and scheduler is not None:
             scheduler.step()
         train_time = time.perf_counter() - start
         metrics = {

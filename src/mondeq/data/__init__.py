@@ -1,4 +1,5 @@
-"""Data sets: the embedded ``mnist-mini`` and MNIST read from its standard idx files.
+"""Data sets: the embedded ``mnist-mini``; MNIST and Fashion-MNIST (idx files), CIFAR-10 (the python
+pickle batches) and SVHN (the ``.mat`` files) read from ``--data-dir``.
 
 Images are kept as ``uint8`` tensors and normalised per batch on the training device.
 """
@@ -6,6 +7,8 @@ Images are kept as ``uint8`` tensors and normalised per batch on the training de
 from __future__ import annotations
 
 import gzip
+import pickle
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,6 +47,18 @@ DATASETS: dict[str, DatasetInfo] = {
     "mnist": DatasetInfo(
         "mnist", (1, 28, 28), 10, (0.1307,), (0.3081,),
         "MNIST from its idx files in --data-dir (60,000 / 10,000)",
+    ),
+    "fashion-mnist": DatasetInfo(
+        "fashion-mnist", (1, 28, 28), 10, (0.2860,), (0.3530,),
+        "Fashion-MNIST from its idx files in --data-dir (60,000 / 10,000)",
+    ),
+    "cifar10": DatasetInfo(
+        "cifar10", (3, 32, 32), 10, (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616),
+        "CIFAR-10 from its python batches in --data-dir (50,000 / 10,000)",
+    ),
+    "svhn": DatasetInfo(
+        "svhn", (3, 32, 32), 10, (0.4377, 0.4438, 0.4728), (0.198, 0.201, 0.197),
+        "SVHN from train_32x32.mat and test_32x32.mat in --data-dir (73,257 / 26,032)",
     ),
 }
 
@@ -116,17 +131,79 @@ def _find_idx(data_dir: Path, stem: str, subdirs: tuple[str, ...]) -> Path | Non
     return None
 
 
-def _load_mnist(data_dir: str | Path | None) -> dict[str, np.ndarray]:
+def _root(name: str, data_dir: str | Path | None) -> Path:
     if data_dir is None:
-        raise InputError("dataset 'mnist' needs --data-dir, the folder of the MNIST idx files")
-    root = Path(data_dir)
-    subdirs = ("", "mnist", "MNIST/raw", "MNIST")
-    found = {k: _find_idx(root, stem, subdirs) for k, stem in MNIST_FILES.items()}
-    missing = [MNIST_FILES[k] + "[.gz]" for k, p in found.items() if p is None]
-    if missing:
-        where = ", ".join(str(root / s) if s else str(root) for s in subdirs)
-        raise InputError(f"MNIST files missing: {', '.join(missing)} (looked in {where})")
-    return {k: read_idx(p) for k, p in found.items()}  # type: ignore[arg-type]
+        raise InputError(f"dataset {name!r} needs --data-dir, the folder of its files")
+    return Path(data_dir)
+
+
+def _where(root: Path, subdirs: tuple[str, ...]) -> str:
+    return ", ".join(str(root / s) if s else str(root) for s in subdirs)
+
+
+def _idx_loader(title: str, subdirs: tuple[str, ...]) -> Callable[[Path], dict[str, np.ndarray]]:
+    def load(root: Path) -> dict[str, np.ndarray]:
+        found = {k: _find_idx(root, stem, subdirs) for k, stem in MNIST_FILES.items()}
+        missing = [MNIST_FILES[k] + "[.gz]" for k, p in found.items() if p is None]
+        if missing:
+            raise InputError(f"{title} files missing: {', '.join(missing)} (looked in {_where(root, subdirs)})")
+        return {k: read_idx(p) for k, p in found.items()}  # type: ignore[arg-type]
+
+    return load
+
+
+def _load_cifar10(root: Path) -> dict[str, np.ndarray]:
+    subdirs = ("", "cifar-10-batches-py", "cifar10/cifar-10-batches-py", "cifar10")
+    names = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
+    folder = next((root / s for s in subdirs if all((root / s / n).is_file() for n in names)), None)
+    if folder is None:
+        raise InputError(f"CIFAR-10 files missing: {', '.join(names)} (looked in {_where(root, subdirs)})")
+    parts: dict[str, list[np.ndarray]] = {"images": [], "labels": []}
+    out = {}
+    for n in names:
+        try:
+            with open(folder / n, "rb") as f:
+                batch = pickle.load(f, encoding="bytes")
+            data = np.asarray(batch[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
+            labels = np.asarray(batch[b"labels"], dtype=np.int64)
+        except (OSError, EOFError, pickle.UnpicklingError, KeyError, ValueError, TypeError) as e:
+            raise InputError(f"cannot read {folder / n}: {type(e).__name__}") from None
+        parts["images"].append(data)
+        parts["labels"].append(labels)
+    out["train_images"] = np.concatenate(parts["images"][:5])
+    out["train_labels"] = np.concatenate(parts["labels"][:5])
+    out["test_images"], out["test_labels"] = parts["images"][5], parts["labels"][5]
+    return out
+
+
+def _load_svhn(root: Path) -> dict[str, np.ndarray]:
+    subdirs = ("", "svhn", "SVHN")
+    names = ("train_32x32.mat", "test_32x32.mat")
+    folder = next((root / s for s in subdirs if all((root / s / n).is_file() for n in names)), None)
+    if folder is None:
+        raise InputError(f"SVHN files missing: {', '.join(names)} (looked in {_where(root, subdirs)})")
+    try:
+        from scipy.io import loadmat
+    except ImportError:
+        raise InputError("reading SVHN needs scipy: pip install scipy") from None
+    out = {}
+    for split, n in zip(("train", "test"), names, strict=True):
+        try:
+            mat = loadmat(folder / n)
+            images = np.ascontiguousarray(np.asarray(mat["X"], dtype=np.uint8).transpose(3, 2, 0, 1))
+            labels = np.asarray(mat["y"], dtype=np.int64).reshape(-1) % 10  # the digit 0 is stored as 10
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise InputError(f"cannot read {folder / n}: {type(e).__name__}") from None
+        out[f"{split}_images"], out[f"{split}_labels"] = images, labels
+    return out
+
+
+_LOADERS: dict[str, Callable[[Path], dict[str, np.ndarray]]] = {
+    "mnist": _idx_loader("MNIST", ("", "mnist", "MNIST/raw", "MNIST")),
+    "fashion-mnist": _idx_loader("Fashion-MNIST", ("", "fashion-mnist", "FashionMNIST/raw", "FashionMNIST")),
+    "cifar10": _load_cifar10,
+    "svhn": _load_svhn,
+}
 
 
 def _load_mnist_mini() -> dict[str, np.ndarray]:
@@ -156,7 +233,7 @@ def load_dataset(
         info = DATASETS[name]
     except KeyError:
         raise InputError(f"unknown dataset {name!r}; choose one of {sorted(DATASETS)}") from None
-    arrays = _load_mnist_mini() if name == "mnist-mini" else _load_mnist(data_dir)
+    arrays = _load_mnist_mini() if name == "mnist-mini" else _LOADERS[name](_root(name, data_dir))
     tensors = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in arrays.items()}
     for split in ("train", "test"):
         images = tensors[f"{split}_images"]
