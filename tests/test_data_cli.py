@@ -275,3 +275,12 @@ def test_one_cycle_schedule(tmp_path: Path) -> None:
                              batch_size=32), progress=False, log=_quiet)
     lrs = [r["lr"] for r in rows]  # warm-up to the peak within the first third, then annealing
     assert max(lrs) <= 1e-2 and lrs[0] > 5e-3 and lrs[1] > lrs[2] > lrs[3]
+
+
+def test_bench_command(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["bench", "--model", "fc", "--solvers", "pr,fb+anderson", "--reps", "1", "--batch-size", "16",
+                 "--json"]) == 0
+    r = json.loads(capsys.readouterr().out)
+    assert set(r["solvers"]) == {"pr", "fb+anderson"} and r["solvers"]["pr"]["fwd_ratio"] == 1.0
+    assert r["solvers"]["pr"]["fwd_iters"] >= 1 and r["training_step"]["step_s"] > 0
+    assert main(["bench", "--solvers", "newton", "--reps", "1"]) == 2

@@ -82,6 +82,80 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bench_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("bench", help="solver iterations and times of a model, as ratios in one run")
+    p.add_argument("--model", default="fc", help="model name (default fc)")
+    p.add_argument("--dataset", default="mnist-mini", help="input shape of this dataset (mnist-mini: real images)")
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--tol", type=float, default=1e-4, help="tolerance of the solver table (default 1e-4)")
+    p.add_argument("--train-tol", type=float, default=1e-2, help="tolerance of the training step (default 1e-2)")
+    p.add_argument("--solvers", default="pr,dr,fb,pr+anderson,dr+anderson,fb+anderson")
+    p.add_argument("--reps", type=int, default=10, help="timed calls per round (3 rounds)")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    import json
+
+    import torch
+
+    from .bench import default_solvers, solver_table, training_step
+    from .data import DATASETS, load_dataset
+    from .errors import InputError
+    from .models import build_model
+    from .solvers import PeacemanRachford
+    from .train import TrainConfig
+
+    TrainConfig(device=args.device, batch_size=args.batch_size, tol=args.tol).validate()
+    if args.dataset not in DATASETS:
+        raise InputError(f"unknown dataset {args.dataset!r}; choose one of {sorted(DATASETS)}")
+    known = default_solvers(args.tol)
+    names = [s.strip() for s in args.solvers.split(",") if s.strip()]
+    unknown = [s for s in names if s not in known]
+    if unknown or not names:
+        raise InputError(f"unknown solver(s) {unknown}; choose from {', '.join(known)}")
+    torch.manual_seed(args.seed)
+    info, device = DATASETS[args.dataset], torch.device(args.device)
+    model = build_model(args.model, info.input_shape, info.num_classes,
+                        solver=PeacemanRachford(tol=args.train_tol)).to(device)
+    if args.dataset == "mnist-mini":
+        splits = load_dataset("mnist-mini", test_subset=args.batch_size, subset_seed=args.seed)
+        x, labels = splits.normalize(splits.test_images).to(device), splits.test_labels.to(device)
+    else:
+        x = torch.randn(args.batch_size, *info.input_shape, device=device)
+        labels = torch.randint(0, info.num_classes, (args.batch_size,), device=device)
+    rows = solver_table(model, x, {k: known[k] for k in names}, args.reps)
+    step = training_step(model, x, labels, args.reps)
+    if args.json:
+        print(json.dumps({"model": args.model, "dataset": args.dataset, "batch_size": args.batch_size,
+                          "tol": args.tol, "solvers": rows, "training_step": step,
+                          "peak_rss_mb": peak_rss_mb()}))
+        return 0
+    print(f"{args.model} on {args.dataset}-shaped input, batch {args.batch_size}, {torch.get_num_threads()} "
+          f"threads; solves at tol {args.tol:g}, times as ratios to {names[0]} (same run)")
+    print(f"{'solver':<14}{'fwd it':>7}{'bwd it':>7}{'fwd ms':>10}{'bwd ms':>10}{'fwd ×':>8}{'bwd ×':>8}")
+    for name, r in rows.items():
+        print(f"{name:<14}{r['fwd_iters']:>7}{r['bwd_iters']:>7}{1e3 * r['fwd_s']:>10.3f}{1e3 * r['bwd_s']:>10.3f}"
+              f"{r['fwd_ratio']:>8.2f}{r['bwd_ratio']:>8.2f}")
+    print(f"training step at tol {args.train_tol:g} (pr): {1e3 * step['step_s']:.3f} ms "
+          f"({1e3 * step['passes_s']:.3f} ms forward + backward; {step['fwd_iters']} / {step['bwd_iters']} "
+          f"iterations); building the resolvent after an update: {1e3 * step['build_s']:.3f} ms "
+          f"({100 * step['build_share']:.1f}% of the step)")
+    return 0
+
+
+def peak_rss_mb() -> float | None:
+    """The process's peak resident memory in MB (``None`` where the platform does not say)."""
+    try:
+        import resource
+    except ImportError:
+        return None
+    kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return kb / 1024 if sys.platform != "darwin" else kb / 2**20
+
+
 def _cmd_train(args: argparse.Namespace) -> int:
     from .presets import preset
     from .train import TrainConfig, train
@@ -127,10 +201,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     _train_parser(sub)
     _eval_parser(sub)
+    _bench_parser(sub)
     sub.add_parser("models", help="list the models")
     sub.add_parser("datasets", help="list the datasets")
     args = parser.parse_args(argv)
-    commands = {"train": _cmd_train, "eval": _cmd_eval, "models": _cmd_models, "datasets": _cmd_datasets}
+    commands = {"train": _cmd_train, "eval": _cmd_eval, "bench": _cmd_bench, "models": _cmd_models,
+                "datasets": _cmd_datasets}
     try:
         return commands[args.command](args)
     except MondeqError as e:

@@ -1,0 +1,119 @@
+"""Speed and iteration measurements of a model's solvers (``mondeq bench``, ``benchmarks/``).
+
+Every figure of one call is measured in the same process, so that ratios between solvers are meaningful on
+a shared, noisy machine; times are the smallest of a few medians.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .implicit import ImplicitBackward
+from .layers import EquilibriumLayer
+from .solvers import Anderson, DouglasRachford, ForwardBackward, PeacemanRachford, Solver
+
+
+def best_median(fn: Callable[[], Any], reps: int, rounds: int = 3) -> float:
+    """The smallest of ``rounds`` medians of ``reps`` timed calls (after one warm-up call), in seconds."""
+    fn()
+    medians = []
+    for _ in range(rounds):
+        times = []
+        for _ in range(reps):
+            t = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t)
+        medians.append(statistics.median(times))
+    return min(medians)
+
+
+def equilibrium_input(model: nn.Module, x: Tensor) -> tuple[EquilibriumLayer, Tensor]:
+    """The model's equilibrium layer and ``y = Ux + b`` for the batch ``x`` (read by running the model once)."""
+    layers = [m for m in model.modules() if isinstance(m, EquilibriumLayer)]
+    if len(layers) != 1:
+        raise ValueError("benchmarks need a model with exactly one equilibrium layer")
+    layer, seen = layers[0], []
+    handle = layer.input_map.register_forward_hook(lambda mod, inp, out: seen.append(out.detach()))
+    try:
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            model.eval()(x)
+    finally:
+        handle.remove()
+        model.train()
+    return layer, seen[0]
+
+
+def default_solvers(tol: float) -> dict[str, Solver]:
+    """Plain and Anderson-accelerated Peaceman–Rachford, Douglas–Rachford and forward–backward."""
+    base: dict[str, Solver] = {
+        "pr": PeacemanRachford(tol=tol),
+        "dr": DouglasRachford(tol=tol, max_iter=1000),
+        "fb": ForwardBackward(tol=tol, max_iter=3000),
+    }
+    return {**base, **{k + "+anderson": Anderson(s) for k, s in base.items()}}  # type: ignore[arg-type]
+
+
+def solver_table(model: nn.Module, x: Tensor, solvers: dict[str, Solver], reps: int) -> dict[str, dict]:
+    """Forward and backward iterations and times per solver, with time ratios to the first solver."""
+    layer, y = equilibrium_input(model, x)
+    op, act = layer.operator.frozen(), layer.activation
+    g = torch.randn(y.shape, generator=torch.Generator().manual_seed(1), dtype=y.dtype).to(y.device) / len(y)
+    back, rows = ImplicitBackward(), {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for name, solver in solvers.items():
+            fwd = solver.solve(op, act, y)
+            d = act.derivative(fwd.pre_activation)
+            _, bstats = back.adjoint(op, d, g, solver)
+            rows[name] = {
+                "fwd_iters": fwd.stats.iterations,
+                "bwd_iters": bstats.iterations if bstats else 0,
+                "fwd_s": best_median(lambda s=solver: s.solve(op, act, y), reps),
+                "bwd_s": best_median(lambda s=solver, d=d: back.adjoint(op, d, g, s), reps),
+            }
+    first = next(iter(rows.values()))
+    for r in rows.values():
+        r["fwd_ratio"], r["bwd_ratio"] = r["fwd_s"] / first["fwd_s"], r["bwd_s"] / first["bwd_s"]
+    return rows
+
+
+def training_step(model: nn.Module, x: Tensor, labels: Tensor, reps: int) -> dict[str, float]:
+    """A whole training step (forward, backward, Adam update, and the refactorisation it causes), the
+    forward and backward passes alone, and the time to build what the solver needs after an update (the
+    operator and its resolvent, or its norm for forward–backward)."""
+    layer, y = equilibrium_input(model, x)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-6, fused=x.device.type in ("cpu", "cuda"))
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+
+    def step() -> None:
+        loss = F.cross_entropy(model(x), labels)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+    def passes() -> None:
+        F.cross_entropy(model(x), labels).backward()
+
+    def build() -> None:
+        layer.operator._cache = None
+        layer.solver.iteration(layer.operator.frozen(), layer.activation, y[:1])
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        out = {"step_s": best_median(step, reps), "passes_s": best_median(passes, reps)}
+        rec = layer.last_solve
+        out["build_s"] = best_median(build, reps)
+    model.load_state_dict(state)
+    out["fwd_iters"] = rec.forward.iterations if rec and rec.forward else 0
+    out["bwd_iters"] = rec.backward.iterations if rec and rec.backward else 0
+    out["build_share"] = out["build_s"] / out["step_s"]
+    return out
