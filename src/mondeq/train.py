@@ -288,8 +288,21 @@ def train(
                 out / "checkpoint.pt",
             )
     if out is not None and history:
-        plot_metrics(history, out / "metrics.png")
+        plot_metrics(history, out / "metrics.png", residual_trace(model, splits, cfg.test_batch_size, device))
     return history
+
+
+@torch.no_grad()
+def residual_trace(model: nn.Module, splits: Splits, batch_size: int, device: torch.device) -> list[tuple]:
+    """``(iteration, residual)`` of the forward solves of the first evaluation batch, one list per layer."""
+    model.eval()
+    model(splits.normalize(splits.test_images[:batch_size].to(device)))
+    traces = []
+    for layer in _equilibrium_layers(model):
+        stats = layer.last_solve.forward if layer.last_solve else None
+        if stats is not None:
+            traces.append((stats.solver, list(stats.checked_at), list(stats.residual_trace)))
+    return traces
 
 
 def evaluate_checkpoint(
@@ -325,15 +338,15 @@ def model_solver_name(model: nn.Module) -> str:
     return ", ".join(repr(layer.solver) for layer in layers)
 
 
-def plot_metrics(history: list[dict], path: Path) -> None:
-    """Accuracy, loss and solver iterations per epoch, as one PNG."""
+def plot_metrics(history: list[dict], path: Path, traces: list[tuple] = ()) -> None:
+    """Accuracy, loss and solver iterations per epoch, and the residual of one evaluation solve, as one PNG."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     epochs = [h["epoch"] for h in history]
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
+    fig, axes = plt.subplots(1, 4, figsize=(17, 3.6))
     axes[0].plot(epochs, [100 * h["train_acc"] for h in history], "o-", label="train")
     axes[0].plot(epochs, [100 * h["test_acc"] for h in history], "o-", label="test")
     axes[0].set(xlabel="epoch", ylabel="accuracy (%)", title="accuracy")
@@ -343,9 +356,13 @@ def plot_metrics(history: list[dict], path: Path) -> None:
     axes[2].plot(epochs, [h["fwd_iters"] for h in history], "o-", label="forward")
     axes[2].plot(epochs, [h["bwd_iters"] for h in history], "o-", label="backward")
     axes[2].set(xlabel="epoch", ylabel="iterations per batch", title="solver iterations")
+    for solver, its, res in traces:
+        axes[3].plot(its, res, "o-", label=solver)
+    axes[3].set(xlabel="iteration", ylabel="max relative residual", title="residual, one test batch", yscale="log")
     for ax in axes:
         ax.grid(alpha=0.3)
-        ax.legend()
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
