@@ -82,6 +82,42 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _certify_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("certify", help="certified accuracy from the model's Lipschitz bound")
+    p.add_argument("--checkpoint", required=True, help="checkpoint.pt written by `mondeq train --out`")
+    p.add_argument("--eps", type=float, action="append", required=True,
+                   help="radius on the pixel scale [0, 1]; repeat for several")
+    p.add_argument("--norm", choices=["2", "inf"], default="2")
+    p.add_argument("--dataset", default=None)
+    p.add_argument("--data-dir", default=None)
+    p.add_argument("--test-subset", type=int, default=None)
+    p.add_argument("--tol", type=float, default=1e-5, help="solver tolerance of the logits (default 1e-5)")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+
+
+def _cmd_certify(args: argparse.Namespace) -> int:
+    import json
+
+    from .errors import InputError
+    from .robustness import certify
+    from .train import model_from_checkpoint
+
+    if any(not e >= 0 for e in args.eps):
+        raise InputError(f"--eps must be ≥ 0, got {args.eps}")
+    model, splits, _ = model_from_checkpoint(args.checkpoint, dataset=args.dataset, data_dir=args.data_dir,
+                                             test_subset=args.test_subset, device=args.device, eval_tol=args.tol)
+    r = certify(model, splits, args.eps, args.norm)
+    if args.json:
+        print(json.dumps(r))
+        return 0
+    print(f"clean accuracy {100 * r['clean_acc']:.2f}% of {r['n']:,} images; the logits are "
+          f"{r['lipschitz']:.4g}-Lipschitz in the ℓ{r['norm']} norm of the pixels")
+    for row in r["results"]:
+        print(f"  eps {row['eps']:<8g} certified accuracy {100 * row['certified_acc']:.2f}%")
+    return 0
+
+
 def _bench_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("bench", help="solver iterations and times of a model, as ratios in one run")
     p.add_argument("--model", default="fc", help="model name (default fc)")
@@ -201,12 +237,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     _train_parser(sub)
     _eval_parser(sub)
+    _certify_parser(sub)
     _bench_parser(sub)
     sub.add_parser("models", help="list the models")
     sub.add_parser("datasets", help="list the datasets")
     args = parser.parse_args(argv)
-    commands = {"train": _cmd_train, "eval": _cmd_eval, "bench": _cmd_bench, "models": _cmd_models,
-                "datasets": _cmd_datasets}
+    commands = {"train": _cmd_train, "eval": _cmd_eval, "certify": _cmd_certify, "bench": _cmd_bench,
+                "models": _cmd_models, "datasets": _cmd_datasets}
     try:
         return commands[args.command](args)
     except MondeqError as e:

@@ -305,30 +305,37 @@ def residual_trace(model: nn.Module, splits: Splits, batch_size: int, device: to
     return traces
 
 
-def evaluate_checkpoint(
+def model_from_checkpoint(
     path: str | Path,
     *,
     dataset: str | None = None,
     data_dir: str | None = None,
     test_subset: int | None = None,
     device: str = "cpu",
-) -> dict:
-    """Test accuracy, loss and solver iterations of a saved model (on its own data set by default)."""
+    eval_tol: float | None = None,
+) -> tuple[nn.Module, Splits, dict]:
+    """A saved model on ``device`` with the test split it is evaluated on (its own data set by default)."""
     ckpt = load_checkpoint(path)
     overrides: dict[str, Any] = {"device": device, "test_subset": test_subset}
-    if dataset is not None:
-        overrides["dataset"] = dataset
-    if data_dir is not None:
-        overrides["data_dir"] = data_dir
+    for key, value in (("dataset", dataset), ("data_dir", data_dir), ("eval_tol", eval_tol)):
+        if value is not None:
+            overrides[key] = value
     cfg = config_from_checkpoint(ckpt, **overrides)
     cfg.validate()
     splits = load_dataset(cfg.dataset, cfg.data_dir, train_subset=1, test_subset=cfg.test_subset,
                           subset_seed=cfg.seed)
     model = build_from_config(cfg, splits)
     load_model_state(model, ckpt["model"], str(path))
-    dev = torch.device(cfg.device)
-    result = evaluate(model.to(dev), splits, cfg.test_batch_size, dev)
-    return {"model": cfg.model, "dataset": cfg.dataset, "epoch": ckpt["epoch"], "n": len(splits.test_labels),
+    return model.to(torch.device(cfg.device)), splits, {**ckpt, "config": dataclasses.asdict(cfg)}
+
+
+def evaluate_checkpoint(path: str | Path, **options: Any) -> dict:
+    """Test accuracy, loss and solver iterations of a saved model (options: see :func:`model_from_checkpoint`)."""
+    model, splits, ckpt = model_from_checkpoint(path, **options)
+    cfg = ckpt["config"]
+    device = next(model.parameters()).device
+    result = evaluate(model, splits, cfg["test_batch_size"], device)
+    return {"model": cfg["model"], "dataset": cfg["dataset"], "epoch": ckpt["epoch"], "n": len(splits.test_labels),
             "test_acc": result["test_acc"], "test_loss": result["test_loss"],
             "fwd_iters": result["test_fwd_iters"]}
 

@@ -20,6 +20,7 @@ from ..layers import EquilibriumLayer
 from ..operators.conv import ConvMonotone
 from ..solvers import Solver
 from ..solvers.base import check_shape
+from .heads import circular_conv_norm
 
 
 class ConvMonDEQ(nn.Module):
@@ -72,6 +73,7 @@ class ConvMonDEQ(nn.Module):
         self.pool = pool
         pooled = math.prod(s // pool for s in size)
         self.head = nn.Linear(channels * pooled, num_classes)
+        self.readout_scale = 1.0 / pool  # p × p average pooling is (1/p) × a map with orthonormal rows
 
     def forward(self, x: Tensor) -> Tensor:
         check_shape(x, self.input_shape, "input")
@@ -79,3 +81,8 @@ class ConvMonDEQ(nn.Module):
             x = F.pad(x, (self.pad,) * 4)
         z = self.mon(x)
         return self.head(F.avg_pool2d(z, self.pool).flatten(1))
+
+    def input_norm(self) -> float:
+        """``‖U‖₂`` (zero padding of the input is an isometry, the convolution is circular)."""
+        return circular_conv_norm(self.mon.input_map, self.mon.operator.size)
+

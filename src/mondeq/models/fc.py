@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 
+import torch
 from torch import Tensor, nn
 
 from ..activations import Activation
@@ -55,7 +56,13 @@ class FCMonDEQ(nn.Module):
             eval_solver,
         )
         self.head = nn.Linear(hidden, num_classes)
+        self.readout_scale = 1.0  # ‖readout‖ between z* and the head's input (SPEC 5)
 
     def forward(self, x: Tensor) -> Tensor:
         check_shape(x, self.input_shape, "input")
         return self.head(self.mon(x.flatten(1)))
+
+    def input_norm(self) -> float:
+        """``‖U‖₂`` of the input map (SPEC 5)."""
+        return float(torch.linalg.matrix_norm(self.mon.input_map.weight.detach().double(), ord=2))
+

@@ -21,6 +21,7 @@ from ..layers import EquilibriumLayer
 from ..operators.multitier import MultiTierMonotone
 from ..solvers import Solver
 from ..solvers.base import check_shape
+from .heads import circular_conv_norm
 
 
 class FirstTierInput(nn.Module):
@@ -77,6 +78,7 @@ class MultiTierMonDEQ(nn.Module):
         )
         self.last = channels[-1] * math.prod(s >> (levels - 1) for s in size)
         self.head = nn.Linear(self.last, num_classes)
+        self.readout_scale = 1.0  # reading the last tier
 
     def forward(self, x: Tensor) -> Tensor:
         check_shape(x, self.input_shape, "input")
@@ -84,5 +86,10 @@ class MultiTierMonDEQ(nn.Module):
             x = F.pad(x, (self.pad,) * 4)
         z = self.mon(x)
         return self.head(z[:, -self.last :])
+
+    def input_norm(self) -> float:
+        """``‖U‖₂`` of the input convolution into the first tier."""
+        return circular_conv_norm(self.mon.input_map.conv, self.mon.operator.size)
+
 
 

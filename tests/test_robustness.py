@@ -1,0 +1,87 @@
+"""Certificates (SPEC 5): the ℓ2 Lipschitz bounds hold against empirical lower bounds, the norms they use
+are exact, and certified accuracy behaves."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+import mondeq
+from mondeq.cli import main
+from mondeq.robustness import certified_radii, lipschitz_l2
+
+SMALL = {
+    "fc": dict(hidden=12),
+    "conv": dict(channels=3, pool=2),
+    "multitier": dict(channels=(2, 3)),
+}
+
+
+def _model(name: str) -> torch.nn.Module:
+    torch.manual_seed(0)
+    model = mondeq.build_model(name, (1, 8, 8), 4, solver=mondeq.PeacemanRachford(tol=1e-12, max_iter=5000),
+                               m=0.5, **SMALL[name]).double()
+    with torch.no_grad():  # sharpen the weights so that the bound is tested away from zero
+        for p in model.parameters():
+            p.mul_(2.0)
+    return model.eval()
+
+
+@pytest.mark.parametrize("name", list(SMALL))
+def test_lipschitz_bounds_hold(name: str) -> None:
+    model = _model(name)
+    lip, pairs = lipschitz_l2(model)
+    gen = torch.Generator().manual_seed(1)
+    x1 = torch.randn(64, 1, 8, 8, generator=gen, dtype=torch.float64)
+    x2 = x1 + 0.3 * torch.randn(64, 1, 8, 8, generator=gen, dtype=torch.float64)
+    with torch.no_grad():
+        dy = model(x1) - model(x2)
+    dx = (x1 - x2).flatten(1).norm(dim=1)
+    assert (dy.norm(dim=1) <= lip * dx * (1 + 1e-9)).all()
+    diff = dy[:, :, None] - dy[:, None, :]
+    assert (diff.abs() <= pairs[None] * dx[:, None, None] * (1 + 1e-9) + 1e-12).all()
+    # local slopes (gradients of logit differences) are empirical lower bounds too
+    x = x1[:8].clone().requires_grad_()
+    y = model(x)
+    for i, j in ((0, 1), (2, 3)):
+        (g,) = torch.autograd.grad((y[:, i] - y[:, j]).sum(), x, retain_graph=True)
+        assert (g.flatten(1).norm(dim=1) <= pairs[i, j] * (1 + 1e-9)).all()
+
+
+@pytest.mark.parametrize("name", ["conv", "multitier"])
+def test_input_norm_is_exact(name: str) -> None:
+    model = _model(name)
+    conv = model.mon.input_map if name == "conv" else model.mon.input_map.conv
+    size = model.mon.operator.size
+    n = conv.in_channels * size[0] * size[1]
+    eye = torch.eye(n, dtype=torch.float64).view(n, conv.in_channels, *size)
+    with torch.no_grad():
+        dense = (conv(eye) - conv.bias.view(1, -1, 1, 1)).reshape(n, -1)
+    assert model.input_norm() == pytest.approx(float(torch.linalg.matrix_norm(dense, 2)), rel=1e-9)
+
+
+def test_certified_radii() -> None:
+    logits = torch.tensor([[3.0, 1.0, 0.0], [0.0, 0.5, 0.4]], dtype=torch.float64)
+    pairs = torch.full((3, 3), 2.0, dtype=torch.float64).fill_diagonal_(0.0)
+    torch.testing.assert_close(certified_radii(logits, pairs), torch.tensor([1.0, 0.05], dtype=torch.float64))
+
+
+def test_certify_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "run"
+    assert main(["train", "--epochs", "1", "--train-subset", "256", "--test-subset", "128", "--no-progress",
+                 "--out", str(out)]) == 0
+    capsys.readouterr()
+    assert main(["certify", "--checkpoint", str(out / "checkpoint.pt"), "--eps", "0", "--eps", "0.1",
+                 "--eps", "1", "--test-subset", "128", "--json"]) == 0
+    r = json.loads(capsys.readouterr().out)
+    acc = [row["certified_acc"] for row in r["results"]]
+    assert r["norm"] == "2" and r["n"] == 128 and r["lipschitz"] > 0
+    assert acc[0] == pytest.approx(r["clean_acc"]) and acc[0] >= acc[1] >= acc[2]
+    assert main(["certify", "--checkpoint", str(out / "checkpoint.pt"), "--eps", "0.01", "--norm", "inf",
+                 "--test-subset", "128", "--json"]) == 0
+    r_inf = json.loads(capsys.readouterr().out)
+    assert r_inf["lipschitz"] == pytest.approx(r["lipschitz"] * 28)  # √784 ‖·‖∞ ≥ ‖·‖₂
+    assert main(["certify", "--checkpoint", str(out / "checkpoint.pt"), "--eps", "-1"]) == 2
