@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -284,3 +285,28 @@ def test_bench_command(capsys: pytest.CaptureFixture[str]) -> None:
     assert set(r["solvers"]) == {"pr", "fb+anderson"} and r["solvers"]["pr"]["fwd_ratio"] == 1.0
     assert r["solvers"]["pr"]["fwd_iters"] >= 1 and r["training_step"]["step_s"] > 0
     assert main(["bench", "--solvers", "newton", "--reps", "1"]) == 2
+
+
+def test_torchrun_two_processes_match_one(tmp_path: Path) -> None:
+    """Data parallel on 2 CPU processes (gloo) against one process with the same global batch: equal up to
+    the solver tolerance (Adam's nearly sign-like first steps turn that into ~lr differences of weights)."""
+    args = ["train", "--epochs", "2", "--train-subset", "384", "--test-subset", "96", "--batch-size", "64",
+            "--augment-pad", "1", "--no-progress", "--seed", "4", "--tol", "1e-5", "--eval-tol", "1e-5"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    subprocess.run([sys.executable, "-m", "mondeq.cli", *args, "--out", str(tmp_path / "one")], env=env,
+                   check=True, capture_output=True, timeout=300)
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                           "-m", "mondeq.cli", *args, "--out", str(tmp_path / "two")], env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.count("final test accuracy") == 1  # rank 0 reports
+    one = [json.loads(x) for x in (tmp_path / "one" / "metrics.jsonl").read_text().splitlines()]
+    two = [json.loads(x) for x in (tmp_path / "two" / "metrics.jsonl").read_text().splitlines()]
+    assert len(one) == len(two) == 2
+    for a, b in zip(one, two, strict=True):
+        for key in ("train_loss", "test_loss"):
+            assert b[key] == pytest.approx(a[key], rel=1e-4)
+        assert b["test_acc"] == a["test_acc"] and b["train_acc"] == pytest.approx(a["train_acc"], abs=1 / 384)
+    wa = torch.load(tmp_path / "one" / "checkpoint.pt", weights_only=True)["model"]
+    wb = torch.load(tmp_path / "two" / "checkpoint.pt", weights_only=True)["model"]
+    assert max(float((wa[k] - wb[k]).abs().max()) for k in wa) < 3e-3

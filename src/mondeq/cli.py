@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from typing import NoReturn
@@ -201,6 +202,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     base = preset(given["preset"]) if "preset" in given else {}
     cfg = TrainConfig(**{**base, **{k: v for k, v in given.items() if k in fields}})
     history = train(cfg, progress=not given.get("no_progress", False), resume=given.get("resume", False))
+    if int(os.environ.get("RANK", "0")) != 0:  # under torchrun, rank 0 reports
+        return 0
     last = history[-1]
     print(f"final test accuracy {100 * last['test_acc']:.2f}% after {cfg.epochs} epochs "
           f"(mean iterations per batch: forward {last['fwd_iters']:.1f}, backward {last['bwd_iters']:.1f}, "

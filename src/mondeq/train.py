@@ -8,14 +8,15 @@ import math
 import os
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
-from torch import nn
+from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from .data import Splits, load_dataset, random_crop_flip
@@ -94,6 +95,56 @@ def build_from_config(cfg: TrainConfig, splits: Splits) -> nn.Module:
     )
 
 
+@dataclass(frozen=True)
+class Distributed:
+    """This process's place in a data-parallel run (``torchrun``); one process: rank 0 of 1."""
+
+    rank: int = 0
+    world: int = 1
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    def shard(self, t: Tensor) -> Tensor:
+        """This rank's share of a global batch."""
+        return t[self.rank :: self.world]
+
+    def sum(self, values: Sequence[float]) -> list[float]:
+        """Element-wise sums over the ranks."""
+        if self.world == 1:
+            return list(values)
+        t = torch.tensor(values, dtype=torch.float64)
+        if dist.get_backend() == "nccl":
+            t = t.cuda()
+        dist.all_reduce(t)
+        return t.tolist()
+
+    def reduce_gradients(self, model: nn.Module) -> None:
+        """Sum the gradients of every rank (each rank's loss is its share of the global mean)."""
+        if self.world > 1:
+            for p in model.parameters():
+                if p.grad is not None:
+                    dist.all_reduce(p.grad)
+
+    def broadcast(self, model: nn.Module) -> None:
+        if self.world > 1:
+            for t in model.state_dict().values():
+                dist.broadcast(t, 0)
+
+
+def distributed_from_env(cfg: TrainConfig) -> Distributed:
+    """Join the process group that ``torchrun`` describes in the environment (gloo on CPU, NCCL on GPUs)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world == 1:
+        return Distributed()
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if cfg.device.startswith("cuda") else "gloo")
+    if cfg.device == "cuda":
+        cfg.device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
+    return Distributed(dist.get_rank(), dist.get_world_size())
+
+
 def _equilibrium_layers(model: nn.Module) -> list[EquilibriumLayer]:
     return [m for m in model.modules() if isinstance(m, EquilibriumLayer)]
 
@@ -110,20 +161,24 @@ def _iterations(model: nn.Module) -> tuple[float, float]:
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, splits: Splits, batch_size: int, device: torch.device) -> dict[str, float]:
-    """Test loss, accuracy and mean forward iterations per batch."""
+def evaluate(
+    model: nn.Module, splits: Splits, batch_size: int, device: torch.device, ranks: Distributed = Distributed()
+) -> dict[str, float]:
+    """Test loss, accuracy and mean forward iterations per batch (each rank evaluates its share)."""
     model.eval()
     loss = correct = iters = 0.0
     n = len(splits.test_labels)
     batches = 0
     for i in range(0, n, batch_size):
-        x = splits.normalize(splits.test_images[i : i + batch_size].to(device))
-        y = splits.test_labels[i : i + batch_size].to(device)
-        logits = model(x)
-        loss += float(F.cross_entropy(logits, y, reduction="sum"))
-        correct += int((logits.argmax(1) == y).sum())
-        iters += _iterations(model)[0]
-        batches += 1
+        x = ranks.shard(splits.test_images[i : i + batch_size])
+        y = ranks.shard(splits.test_labels[i : i + batch_size]).to(device)
+        if len(y):
+            logits = model(splits.normalize(x.to(device)))
+            loss += float(F.cross_entropy(logits, y, reduction="sum"))
+            correct += int((logits.argmax(1) == y).sum())
+            iters += _iterations(model)[0]
+            batches += 1
+    loss, correct, iters, batches = ranks.sum([loss, correct, iters, batches])
     return {"test_loss": loss / n, "test_acc": correct / n, "test_fwd_iters": iters / max(batches, 1)}
 
 
@@ -178,6 +233,10 @@ def load_model_state(model: nn.Module, state: dict, what: str) -> None:
         raise InputError(f"{what} holds a different model than its configuration describes: {first}") from None
 
 
+def _quiet(_: str) -> None:
+    pass
+
+
 def train(
     cfg: TrainConfig, *, progress: bool = True, log: Callable[[str], None] = print, resume: bool = False
 ) -> list[dict]:
@@ -187,7 +246,15 @@ def train(
     ``checkpoint.pt`` (atomically, every epoch) and ``metrics.png``. With ``resume``, continues from
     ``cfg.out/checkpoint.pt`` (same configuration, ``epochs`` may grow): the data order of each epoch depends
     only on the seed and the epoch, so a resumed run ends exactly where an uninterrupted one does.
+
+    Under ``torchrun`` every process takes its share of each global batch (``batch_size`` is global) and
+    the gradients are summed, so the run matches a single process's up to round-off; rank 0 logs and
+    writes the files.
     """
+    ranks = distributed_from_env(cfg)
+    if not ranks.main:
+        log = _quiet
+        progress = False
     cfg.validate()
     device = torch.device(cfg.device)
     splits = load_dataset(
@@ -196,6 +263,7 @@ def train(
     )
     torch.manual_seed(cfg.seed)
     model = build_from_config(cfg, splits).to(device)
+    ranks.broadcast(model)
     optimizer = torch.optim.Adam(
         model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, fused=device.type in ("cpu", "cuda")
     )
@@ -224,6 +292,8 @@ def train(
             scheduler.load_state_dict(ckpt["scheduler"])
         history = list(ckpt["metrics"])
         log(f"resuming {out} after epoch {ckpt['epoch']}")
+    if not ranks.main:
+        out = None
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
         (out / "config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2) + "\n")
@@ -242,14 +312,15 @@ def train(
         for step in bar:
             idx = order[step * cfg.batch_size : (step + 1) * cfg.batch_size]
             images = splits.train_images[idx].to(device)
-            if cfg.augment_pad or cfg.augment_flip:
+            if cfg.augment_pad or cfg.augment_flip:  # on the global batch: every rank draws the same
                 images = random_crop_flip(images, cfg.augment_pad, cfg.augment_flip, gen)
-            x = splits.normalize(images)
-            y = splits.train_labels[idx].to(device)
+            x = splits.normalize(ranks.shard(images))
+            y = ranks.shard(splits.train_labels[idx]).to(device)
             logits = model(x)
-            loss = F.cross_entropy(logits, y)
+            loss = F.cross_entropy(logits, y, reduction="sum") / len(idx)  # this rank's share of the mean
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            ranks.reduce_gradients(model)
             optimizer.step()
             if cfg.schedule == "one-cycle" and scheduler is not None:
                 scheduler.step()
@@ -263,13 +334,16 @@ def train(
         if cfg.schedule == "step" and scheduler is not None:
             scheduler.step()
         train_time = time.perf_counter() - start
+        loss_sum, correct, fwd_sum, bwd_sum = ranks.sum(
+            [totals["loss"], totals["correct"], totals["fwd"], totals["bwd"]]
+        )
         metrics = {
             "epoch": epoch,
-            "train_loss": totals["loss"] / n,
-            "train_acc": totals["correct"] / n,
-            "fwd_iters": totals["fwd"] / steps,
-            "bwd_iters": totals["bwd"] / steps,
-            **evaluate(model, splits, cfg.test_batch_size, device),
+            "train_loss": loss_sum / n,
+            "train_acc": correct / n,
+            "fwd_iters": fwd_sum / (steps * ranks.world),
+            "bwd_iters": bwd_sum / (steps * ranks.world),
+            **evaluate(model, splits, cfg.test_batch_size, device, ranks),
             "lr": optimizer.param_groups[0]["lr"],
             "epoch_time_s": train_time,
         }
