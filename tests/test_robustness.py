@@ -85,3 +85,12 @@ def test_certify_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
     r_inf = json.loads(capsys.readouterr().out)
     assert r_inf["lipschitz"] == pytest.approx(r["lipschitz"] * 28)  # √784 ‖·‖∞ ≥ ‖·‖₂
     assert main(["certify", "--checkpoint", str(out / "checkpoint.pt"), "--eps", "-1"]) == 2
+    # the attack never claims more than the certificate allows, nor more than the clean accuracy
+    for norm, eps in (("2", ["0.5", "3"]), ("inf", ["0.02", "0.2"])):
+        args = ["certify", "--checkpoint", str(out / "checkpoint.pt"), "--norm", norm, "--attack", "pgd",
+                "--test-subset", "128", "--json"]
+        assert main([*args, *[a for e in eps for a in ("--eps", e)]]) == 0
+        rows = json.loads(capsys.readouterr().out)["results"]
+        for row in rows:
+            assert row["certified_acc"] <= row["pgd_acc"] <= r["clean_acc"] + 1e-12
+        assert rows[1]["pgd_acc"] < rows[0]["pgd_acc"]

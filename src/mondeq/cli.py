@@ -93,6 +93,7 @@ def _certify_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data-dir", default=None)
     p.add_argument("--test-subset", type=int, default=None)
     p.add_argument("--tol", type=float, default=1e-5, help="solver tolerance of the logits (default 1e-5)")
+    p.add_argument("--attack", choices=["pgd"], default=None, help="also attack with PGD (20 steps)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--json", action="store_true", help="print one JSON object")
 
@@ -108,14 +109,15 @@ def _cmd_certify(args: argparse.Namespace) -> int:
         raise InputError(f"--eps must be ≥ 0, got {args.eps}")
     model, splits, _ = model_from_checkpoint(args.checkpoint, dataset=args.dataset, data_dir=args.data_dir,
                                              test_subset=args.test_subset, device=args.device, eval_tol=args.tol)
-    r = certify(model, splits, args.eps, args.norm)
+    r = certify(model, splits, args.eps, args.norm, attack=args.attack == "pgd")
     if args.json:
         print(json.dumps(r))
         return 0
     print(f"clean accuracy {100 * r['clean_acc']:.2f}% of {r['n']:,} images; the logits are "
           f"{r['lipschitz']:.4g}-Lipschitz in the ℓ{r['norm']} norm of the pixels")
     for row in r["results"]:
-        print(f"  eps {row['eps']:<8g} certified accuracy {100 * row['certified_acc']:.2f}%")
+        attacked = f", PGD accuracy {100 * row['pgd_acc']:.2f}%" if "pgd_acc" in row else ""
+        print(f"  eps {row['eps']:<8g} certified accuracy {100 * row['certified_acc']:.2f}%{attacked}")
     return 0
 
 
