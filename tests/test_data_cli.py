@@ -175,6 +175,7 @@ def test_same_seed_same_result() -> None:
     (["train", "--dataset", "mnist", "--data-dir", "/nonexistent/dir"], "MNIST files missing"),
     (["train", "--epochs", "0"], "--epochs must be"),
     (["train", "--m", "0"], "--m must be > 0"),
+    (["train", "--eval-alpha", "0"], "--eval-alpha must be > 0"),
     (["train", "--device", "tpu9"], "is not a device"),
     (["train", "--augment-pad", "-1"], "--augment-pad must be"),
     (["train", "--preset", "imagenet-vit"], "invalid choice"),

@@ -51,6 +51,8 @@ def _train_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--tol", type=float, help=f"training tolerance on the residual (default {d.tol})")
     p.add_argument("--max-iter", type=int, help=f"default {d.max_iter}")
     p.add_argument("--eval-tol", type=float, help=f"evaluation tolerance (default {d.eval_tol})")
+    p.add_argument("--eval-alpha", type=float, help="evaluation step size (default: the training one)")
+    p.add_argument("--eval-max-iter", type=int, help="evaluation iteration limit (default: the training one)")
     p.add_argument("--seed", type=int, help=f"default {d.seed}")
     p.add_argument("--device", help="cpu, cuda, cuda:N (default cpu)")
     p.add_argument("--out", help="folder for metrics.jsonl, config.json, checkpoint.pt, plots")

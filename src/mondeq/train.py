@@ -54,6 +54,8 @@ class TrainConfig:
     tol: float = 1e-2
     max_iter: int = 300
     eval_tol: float | None = 1e-3
+    eval_alpha: float | None = None
+    eval_max_iter: int | None = None
     seed: int = 0
     device: str = "cpu"
     out: str | None = None
@@ -70,8 +72,11 @@ class TrainConfig:
                 raise InputError(f"--{name.replace('_', '-')} must be ≥ 0, got {getattr(self, name)}")
         if self.schedule not in ("step", "one-cycle"):
             raise InputError(f"--schedule must be step or one-cycle, got {self.schedule!r}")
-        if self.eval_tol is not None and not self.eval_tol > 0:
-            raise InputError(f"--eval-tol must be > 0, got {self.eval_tol}")
+        for name in ("eval_tol", "eval_alpha", "alpha"):
+            if getattr(self, name) is not None and not getattr(self, name) > 0:
+                raise InputError(f"--{name.replace('_', '-')} must be > 0, got {getattr(self, name)}")
+        if self.eval_max_iter is not None and self.eval_max_iter < 1:
+            raise InputError(f"--eval-max-iter must be ≥ 1, got {self.eval_max_iter}")
         try:
             device = torch.device(self.device)
         except RuntimeError:
@@ -86,7 +91,9 @@ def build_from_config(cfg: TrainConfig, splits: Splits) -> nn.Module:
     """The model of ``cfg`` with its training and evaluation solvers."""
     opts: dict[str, Any] = {"alpha": cfg.alpha, "tol": cfg.tol, "max_iter": cfg.max_iter}
     solver = make_solver(cfg.solver, anderson=cfg.anderson, **opts)
-    eval_solver = None if cfg.eval_tol is None else solver.with_options(tol=cfg.eval_tol)
+    changes = {k: v for k, v in (("tol", cfg.eval_tol), ("alpha", cfg.eval_alpha),
+                                 ("max_iter", cfg.eval_max_iter)) if v is not None}
+    eval_solver = solver.with_options(**changes) if changes else None
     info = splits.info
     sizes = {k: v for k, v in (("hidden", cfg.hidden), ("channels", cfg.channels)) if v is not None}
     return build_model(
