@@ -315,7 +315,8 @@ def train(
         gen = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
         order = torch.randperm(n, generator=gen)
         totals = {"loss": 0.0, "correct": 0, "fwd": 0.0, "bwd": 0.0}
-        bar = tqdm(range(steps), desc=f"epoch {epoch}/{cfg.epochs}", disable=not progress, leave=False)
+        bar = tqdm(range(steps), desc=f"epoch {epoch}/{cfg.epochs}", leave=False,
+                   disable=None if progress else True)  # None: shown on a terminal, not in logs
         for step in bar:
             idx = order[step * cfg.batch_size : (step + 1) * cfg.batch_size]
             images = splits.train_images[idx].to(device)
@@ -337,7 +338,7 @@ def train(
             totals["correct"] += int((logits.argmax(1) == y).sum())
             totals["fwd"] += fwd
             totals["bwd"] += bwd
-            bar.set_postfix(loss=f"{loss_value:.3f}", fwd=int(fwd), bwd=int(bwd))
+            bar.set_postfix(loss=f"{loss_value:.3f}", fwd=int(fwd), bwd=int(bwd), refresh=False)
         if cfg.schedule == "step" and scheduler is not None:
             scheduler.step()
         train_time = time.perf_counter() - start
