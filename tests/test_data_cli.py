@@ -132,6 +132,29 @@ def test_svhn_reader(tmp_path: Path) -> None:
         load_dataset("svhn", tmp_path / "nowhere")
 
 
+def test_download_from_a_mirror(tmp_path: Path) -> None:
+    import tarfile
+
+    from mondeq.data import download
+
+    remote = tmp_path / "remote"
+    _fake_mnist(remote)
+    _fake_cifar(remote / "build" / "cifar-10-batches-py")
+    with tarfile.open(remote / "cifar-10-python.tar.gz", "w:gz") as archive:
+        archive.add(remote / "build" / "cifar-10-batches-py", arcname="cifar-10-batches-py")
+    data = tmp_path / "data"
+    for name in ("mnist", "cifar10"):
+        download(name, data, base_url=remote.as_uri() + "/")
+    assert load_dataset("mnist", data).train_images.shape == (60, 1, 28, 28)
+    assert load_dataset("cifar10", data).test_images.shape == (20, 3, 32, 32)
+    assert not list(data.rglob("*.part")) and not (data / "cifar-10-python.tar.gz").exists()
+    with pytest.raises(InputError, match="cannot download"):
+        download("svhn", data, base_url=(tmp_path / "nowhere").as_uri() + "/")
+    assert not list(data.rglob("*.part"))
+    with pytest.raises(InputError, match="nothing to download"):
+        download("mnist-mini", data)
+
+
 def test_random_crop_flip() -> None:
     x = torch.arange(2 * 3 * 5 * 5, dtype=torch.float32).view(2, 3, 5, 5)
     assert torch.equal(random_crop_flip(x, 0, False), x)

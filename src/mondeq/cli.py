@@ -30,6 +30,7 @@ def _train_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", help=f"model name, see `mondeq models` (default {d.model})")
     p.add_argument("--dataset", help=f"dataset name, see `mondeq datasets` (default {d.dataset})")
     p.add_argument("--data-dir", help="folder of the dataset's files")
+    p.add_argument("--download", action="store_true", help="fetch missing dataset files into --data-dir")
     p.add_argument("--epochs", type=int, help=f"default {d.epochs}")
     p.add_argument("--batch-size", type=int, help=f"default {d.batch_size}")
     p.add_argument("--test-batch-size", type=int, help=f"default {d.test_batch_size}")

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from .data import Splits, load_dataset, random_crop_flip
+from .data import Splits, download, load_dataset, random_crop_flip
 from .errors import InputError
 from .layers import EquilibriumLayer
 from .models import build_model
@@ -33,6 +33,7 @@ class TrainConfig:
     model: str = "fc"
     dataset: str = "mnist-mini"
     data_dir: str | None = None
+    download: bool = False
     epochs: int = 40
     batch_size: int = 128
     test_batch_size: int = 400
@@ -264,6 +265,12 @@ def train(
         progress = False
     cfg.validate()
     device = torch.device(cfg.device)
+    if cfg.download and ranks.main:
+        if cfg.data_dir is None:
+            raise InputError("--download needs --data-dir, the folder to put the files in")
+        download(cfg.dataset, cfg.data_dir)
+    if ranks.world > 1:
+        dist.barrier()
     splits = load_dataset(
         cfg.dataset, cfg.data_dir, train_subset=cfg.train_subset, test_subset=cfg.test_subset,
         subset_seed=cfg.seed,

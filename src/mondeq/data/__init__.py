@@ -7,6 +7,7 @@ Images are kept as ``uint8`` tensors and normalised per batch on the training de
 from __future__ import annotations
 
 import gzip
+import os
 import pickle
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -209,6 +210,53 @@ _LOADERS: dict[str, Callable[[Path], dict[str, np.ndarray]]] = {
 def _load_mnist_mini() -> dict[str, np.ndarray]:
     with np.load(_HERE / "mnist_mini.npz") as f:
         return {k: f[k] for k in MNIST_FILES}
+
+
+SOURCES: dict[str, tuple[str, str, tuple[str, ...]]] = {
+    "mnist": ("mnist", "https://ossci-datasets.s3.amazonaws.com/mnist/",
+              tuple(stem + ".gz" for stem in MNIST_FILES.values())),
+    "fashion-mnist": ("fashion-mnist", "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",
+                      tuple(stem + ".gz" for stem in MNIST_FILES.values())),
+    "cifar10": ("", "https://www.cs.toronto.edu/~kriz/", ("cifar-10-python.tar.gz",)),
+    "svhn": ("svhn", "http://ufldl.stanford.edu/housenumbers/", ("train_32x32.mat", "test_32x32.mat")),
+}
+"""Data set → (folder under ``--data-dir``, base address, files) for ``--download``."""
+
+
+def download(name: str, data_dir: str | Path, base_url: str | None = None) -> Path:
+    """Fetch the files of ``name`` into ``data_dir`` (each written atomically; CIFAR-10's archive unpacked).
+
+    Files already there are kept. Raises :class:`InputError` with the address that failed.
+    """
+    import tarfile
+    import tempfile
+    import urllib.request
+
+    if name not in SOURCES:
+        raise InputError(f"nothing to download for {name!r}; downloadable: {', '.join(SOURCES)}")
+    sub, base, files = SOURCES[name]
+    folder = Path(data_dir) / sub
+    folder.mkdir(parents=True, exist_ok=True)
+    for file in files:
+        target = folder / file
+        if target.exists() or (file.endswith(".tar.gz") and (folder / "cifar-10-batches-py").is_dir()):
+            continue
+        url = (base_url or base) + file
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{file}.", suffix=".part")
+        try:
+            with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=60) as response:
+                while chunk := response.read(1 << 20):
+                    out.write(chunk)
+            os.replace(tmp, target)
+        except OSError as e:
+            Path(tmp).unlink(missing_ok=True)
+            raise InputError(f"cannot download {url}: {e}") from None
+        if file.endswith(".tar.gz"):
+            with tarfile.open(target) as archive:
+                safe = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
+                archive.extractall(folder, **safe)
+            target.unlink()
+    return folder
 
 
 def _subset(n_total: int, n: int | None, seed: int) -> Tensor | None:
