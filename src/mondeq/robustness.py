@@ -57,10 +57,7 @@ def pgd(
     delta = torch.zeros_like(x0)
     for _ in range(steps):
         delta.requires_grad_(True)
-        x = x0 + delta
-        mean = torch.tensor(splits.info.mean, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
-        std = torch.tensor(splits.info.std, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
-        loss = torch.nn.functional.cross_entropy(model((x - mean) / std), labels)
+        loss = torch.nn.functional.cross_entropy(model(splits.standardize(x0 + delta)), labels)
         (grad,) = torch.autograd.grad(loss, delta)
         with torch.no_grad():
             if norm == "inf":
@@ -114,9 +111,7 @@ def certify(
                 with torch.enable_grad():
                     adv = pgd(model, splits, splits.test_images[i : i + batch_size].to(device), labels,
                               row["eps"], norm, attack_steps)
-                mean = torch.tensor(splits.info.mean, device=device).view(1, -1, 1, 1)
-                std = torch.tensor(splits.info.std, device=device).view(1, -1, 1, 1)
-                survived += int((model((adv - mean) / std).argmax(1) == labels).sum())
+                survived += int((model(splits.standardize(adv)).argmax(1) == labels).sum())
             row["pgd_acc"] = survived / len(ok)
     return {"norm": norm, "n": len(ok), "clean_acc": float(ok.double().mean()), "lipschitz": lip,
             "results": results}

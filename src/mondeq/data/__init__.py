@@ -75,11 +75,15 @@ class Splits:
     test_labels: Tensor
 
     def normalize(self, images: Tensor, dtype: torch.dtype = torch.float32) -> Tensor:
-        """``(x/255 − mean)/std`` per channel, on the device of ``images``."""
+        """``(x/255 − mean)/std`` per channel for ``uint8`` images, on their device."""
+        return self.standardize(images.to(dtype) / 255.0)
+
+    def standardize(self, pixels: Tensor) -> Tensor:
+        """``(x − mean)/std`` per channel for images on the pixel scale ``[0, 1]`` (differentiable)."""
         shape = (1, -1, 1, 1)
-        mean = torch.tensor(self.info.mean, dtype=dtype, device=images.device).view(shape)
-        std = torch.tensor(self.info.std, dtype=dtype, device=images.device).view(shape)
-        return (images.to(dtype) / 255.0 - mean) / std
+        mean = torch.tensor(self.info.mean, dtype=pixels.dtype, device=pixels.device).view(shape)
+        std = torch.tensor(self.info.std, dtype=pixels.dtype, device=pixels.device).view(shape)
+        return (pixels - mean) / std
 
 
 def random_crop_flip(

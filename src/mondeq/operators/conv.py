@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from functools import cached_property
 
 import torch
 import torch.nn.functional as F
@@ -88,13 +89,17 @@ class FFTResolvent(Resolvent):
         c = w_hat.shape[-1]
         eye = torch.eye(c, dtype=w_hat.dtype, device=w_hat.device)
         self.r_hat = torch.linalg.inv((1.0 + alpha) * eye - alpha * w_hat)
-        self.r_hat_t = self.r_hat.mH.contiguous()
 
     def apply(self, v: Tensor, add: Tensor | None = None) -> Tensor:
         return spectral_apply(self.r_hat, v, add)
 
     def apply_T(self, v: Tensor, add: Tensor | None = None) -> Tensor:
         return spectral_apply(self.r_hat_t, v, add)
+
+    @cached_property
+    def r_hat_t(self) -> Tensor:
+        """``R̂(f)ᴴ``, made contiguous on first use (forward-only evaluation never needs it)."""
+        return self.r_hat.mH.contiguous()
 
 
 class ConvFrozenOperator(FrozenOperator):
@@ -105,13 +110,17 @@ class ConvFrozenOperator(FrozenOperator):
         super().__init__(m, shape, a.dtype, a.device)
         self.w_hat = spectrum_of_W(a, skew, m, (shape[1], shape[2]))
         """``Ŵ(f)`` on the half spectrum, ``(H, W//2 + 1, c, c)``."""
-        self.w_hat_t = self.w_hat.mH.contiguous()
 
     def W(self, z: Tensor, add: Tensor | None = None) -> Tensor:
         return spectral_apply(self.w_hat, z, add)
 
     def WT(self, z: Tensor, add: Tensor | None = None) -> Tensor:
         return spectral_apply(self.w_hat_t, z, add)
+
+    @cached_property
+    def w_hat_t(self) -> Tensor:
+        """``Ŵ(f)ᴴ``, made contiguous on first use."""
+        return self.w_hat.mH.contiguous()
 
     def _build_resolvent(self, alpha: float) -> Resolvent:
         return FFTResolvent(self.w_hat, alpha)
