@@ -334,3 +334,15 @@ def test_torchrun_two_processes_match_one(tmp_path: Path) -> None:
     wa = torch.load(tmp_path / "one" / "checkpoint.pt", weights_only=True)["model"]
     wb = torch.load(tmp_path / "two" / "checkpoint.pt", weights_only=True)["model"]
     assert max(float((wa[k] - wb[k]).abs().max()) for k in wa) < 3e-3
+
+
+def test_progress_lines_in_a_log_and_a_figure_every_epoch(tmp_path: Path) -> None:
+    """Off a terminal the progress bar gives way to a log line every tenth of an epoch; the figure is
+    written after every epoch, so a stopped run keeps one."""
+    lines: list[str] = []
+    cfg = TrainConfig(epochs=2, train_subset=320, test_subset=32, batch_size=32, out=str(tmp_path))
+    train(cfg, progress=True, log=lines.append)  # pytest's captured stderr is not a terminal
+    steps = [line for line in lines if " step " in line]
+    assert len(steps) == 2 * 9 and steps[0].startswith("epoch   1/2  step 1/10  train loss ")
+    assert (tmp_path / "metrics.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not list(tmp_path.glob("*.tmp"))

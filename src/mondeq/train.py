@@ -324,6 +324,7 @@ def train(
         totals = {"loss": 0.0, "correct": 0, "fwd": 0.0, "bwd": 0.0}
         bar = tqdm(range(steps), desc=f"epoch {epoch}/{cfg.epochs}", leave=False,
                    disable=None if progress else True)  # None: shown on a terminal, not in logs
+        every = max(1, steps // 10)
         for step in bar:
             idx = order[step * cfg.batch_size : (step + 1) * cfg.batch_size]
             images = splits.train_images[idx].to(device)
@@ -346,6 +347,10 @@ def train(
             totals["fwd"] += fwd
             totals["bwd"] += bwd
             bar.set_postfix(loss=f"{loss_value:.3f}", fwd=int(fwd), bwd=int(bwd), refresh=False)
+            if progress and bar.disable and (step + 1) % every == 0 and step + 1 < steps:  # a log, not a tty
+                log(f"epoch {epoch:>3}/{cfg.epochs}  step {step + 1}/{steps}  "
+                    f"train loss {ranks.world * totals['loss'] / ((step + 1) * len(idx)):.4f}  "
+                    f"{time.perf_counter() - start:.0f} s")
         if cfg.schedule == "step" and scheduler is not None:
             scheduler.step()
         train_time = time.perf_counter() - start
@@ -376,6 +381,8 @@ def train(
                  "scheduler": None if scheduler is None else scheduler.state_dict(), "metrics": history},
                 out / "checkpoint.pt",
             )
+            if epoch < cfg.epochs:  # the residual panel costs solves: only at the end
+                plot_metrics(history, out / "metrics.png")
     if out is not None and history:
         plot_metrics(history, out / "metrics.png", residual_trace(model, splits, cfg.test_batch_size, device))
     return history
@@ -435,7 +442,8 @@ def model_solver_name(model: nn.Module) -> str:
 
 
 def plot_metrics(history: list[dict], path: Path, traces: list[tuple] = ()) -> None:
-    """Accuracy, loss and solver iterations per epoch, and the residual of one evaluation solve, as one PNG."""
+    """Accuracy, loss and solver iterations per epoch, and the residual of one evaluation solve (``traces``),
+    as one PNG, replaced atomically."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -460,7 +468,9 @@ def plot_metrics(history: list[dict], path: Path, traces: list[tuple] = ()) -> N
         if ax.get_legend_handles_labels()[0]:
             ax.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    tmp = path.with_name(path.name + ".tmp")
+    fig.savefig(tmp, dpi=110, format="png")
     plt.close(fig)
+    os.replace(tmp, path)  # a run stopped while plotting keeps the previous figure
 
 

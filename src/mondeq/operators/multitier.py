@@ -11,19 +11,26 @@ the paper, ``K = s·K̂/‖K̂‖_F`` with a learnable scale ``s`` (``√softplu
     Wᵢᵢ      = (1 − m)I − AᵢᵢᵀAᵢᵢ − A_{i+1,i}ᵀA_{i+1,i} + Bᵢ − Bᵢᵀ
     W_{i+1,i} = −2 A_{i+1,i+1}ᵀ A_{i+1,i}
 
-and ``sym(I − W) = mI + AᵀA ⪰ mI`` for every parameter value. The resolvent is a block forward substitution
-over the tiers. A stride-2 convolution is ``S∘C`` (circular convolution, then keeping even pixels), and in
-the 2-D DFT ``SᵀS`` averages the four aliased frequencies ``f, f + (H/2, 0), f + (0, W/2), f + (H/2, W/2)``;
-each diagonal block is therefore a ``4cᵢ × 4cᵢ`` matrix per group of four frequencies, inverted once per
-parameter value and step (the last tier, with no stride-2 term, per frequency).
+and ``sym(I − W) = mI + AᵀA ⪰ mI`` for every parameter value.
+
+In frequency. A stride-2 convolution is ``S∘C`` (circular convolution, then keeping even pixels); in the
+2-D DFT, ``S`` sums the four aliased frequencies ``f + (aH/2, bW/2)``, ``a, b ∈ {0, 1}``, of a group onto one
+coarse frequency, so ``Wᵢᵢ`` is a ``4cᵢ × 4cᵢ`` matrix per group and ``W_{i+1,i}`` a ``c_{i+1} × 4cᵢ`` one
+(the last tier: ``c_L × c_L`` per frequency). The inputs are real, so only the groups of the ``rfft2`` half of
+the coarse spectrum are kept; the members of a group outside the ``rfft2`` half of the fine spectrum are
+read as complex conjugates of stored ones. ``W``, ``Wᵀ`` and the resolvent — a block forward substitution
+over the tiers with each diagonal block inverted per group, once per parameter value — then cost one
+``rfft2``/``irfft2`` pair per tier and one batched product per tier.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from functools import cached_property
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..errors import InputError
@@ -31,29 +38,149 @@ from .base import FrozenOperator, MonotoneOperator, Resolvent
 from .conv import circular_conv, conv_transpose_kernel, kernel_spectrum, normalized_kernel
 
 
-def _spectrum(kernel: Tensor, size: tuple[int, int]) -> Tensor:
-    """``K̂(f)`` on the full 2-D spectrum, ``(H, W, c_out, c_in)``."""
-    return kernel_spectrum(kernel, size, full=True)
+def _tier_sizes(size: tuple[int, int], levels: int) -> list[tuple[int, int]]:
+    return [(size[0] >> i, size[1] >> i) for i in range(levels)]
 
 
-def _to_groups(x: Tensor) -> Tensor:
-    """Spectra ``(H, W, …)`` → alias groups ``(H/2, W/2, 4, …)``: group ``(p, q)`` holds the frequencies
-    ``(p + aH/2, q + bW/2)`` for ``(a, b)`` = (0, 0), (0, 1), (1, 0), (1, 1), in that order."""
-    h, w = x.shape[:2]
-    x = x.reshape(2, h // 2, 2, w // 2, *x.shape[2:])
-    return x.permute(1, 3, 0, 2, *range(4, x.dim())).reshape(h // 2, w // 2, 4, *x.shape[4:])
+def _split(z: Tensor, channels: Sequence[int], sizes: Sequence[tuple[int, int]]) -> list[Tensor]:
+    """Flat ``(batch, Σ cᵢHᵢWᵢ)`` → the tiers ``(batch, cᵢ, Hᵢ, Wᵢ)``."""
+    parts = torch.split(z, [c * h * w for c, (h, w) in zip(channels, sizes, strict=True)], dim=1)
+    return [p.reshape(-1, c, h, w) for p, c, (h, w) in zip(parts, channels, sizes, strict=True)]
+
+
+def _join(zs: Sequence[Tensor], add: Tensor | None = None) -> Tensor:
+    """Inverse of :func:`_split` (plus ``add``)."""
+    out = torch.cat([z.flatten(1) for z in zs], dim=1)
+    return out if add is None else out.add_(add)
 
 
 def _strided(z: Tensor, kernel: Tensor) -> Tensor:
     """Stride-2 circular convolution: the full-resolution convolution at even pixels."""
-    return circular_conv(z, kernel)[..., ::2, ::2]
+    p = kernel.shape[-1] // 2
+    return F.conv2d(F.pad(z, (p, p, p, p), mode="circular"), kernel, stride=2)
+
+
+class _Tier:
+    """Index bookkeeping of one tier's ``rfft2`` spectrum ``(batch, c, H, W//2 + 1)``.
+
+    A grouped tier (every tier but the last) is gathered into its alias groups, ``(G, 4c, batch)`` with
+    ``G = H/2 · (⌊W/4⌋ + 1)`` (the ``rfft2`` half of the coarse spectrum) and member ``2a + b`` holding
+    frequency ``(p + aH/2, q + bW/2)`` of group ``(p, q)``; the last tier, one frequency a group, into
+    ``(H · (W//2 + 1), c, batch)``.
+    """
+
+    def __init__(self, channels: int, size: tuple[int, int], grouped: bool, device: torch.device) -> None:
+        self.c, self.size, self.grouped = channels, size, grouped
+        h, w = size
+        if grouped:
+            self.half, q = (h // 2, w // 2), w // 2
+            self.cols = q // 2 + 1  # the rfft2 columns of the coarse spectrum
+            self.split = q - self.cols + 1  # rfft2 columns [0, split) come from members b = 0, the rest b = 1
+            self.neg = (-torch.arange(h, device=device)) % h  # row of −f
+            self.groups, self.n = self.half[0] * self.cols, 4 * channels
+        else:
+            self.groups, self.n = h * (w // 2 + 1), channels
+
+    def members(self, full: Tensor) -> Tensor:
+        """A full ``fft2`` spectrum ``(H, W, …)`` → its kept groups ``(H/2, ⌊W/4⌋ + 1, 4, …)``."""
+        h, w = self.size
+        x = full.reshape(2, h // 2, 2, w // 2, *full.shape[2:])
+        x = x.permute(1, 3, 0, 2, *range(4, x.dim()))[:, : self.cols]
+        return x.reshape(h // 2, self.cols, 4, *full.shape[2:])
+
+    def gather(self, x_hat: Tensor) -> Tensor:
+        """``rfft2`` spectrum ``(batch, c, H, W//2 + 1)`` → ``(G, n, batch)``."""
+        b = x_hat.shape[0]
+        if not self.grouped:
+            return x_hat.permute(2, 3, 1, 0).reshape(self.groups, self.c, b)
+        (p, _), q, k = self.half, self.size[1] // 2, self.cols
+        m0 = x_hat[..., :k]
+        m1 = x_hat.index_select(2, self.neg)[..., q - k + 1 : q + 1].flip(-1).conj()
+        g = torch.stack([m0, m1], dim=3).reshape(b, self.c, 2, p, 2, k)  # (batch, c, a, p, b, q)
+        return g.permute(3, 5, 2, 4, 1, 0).reshape(self.groups, self.n, b)
+
+    def scatter(self, y: Tensor) -> Tensor:
+        """Inverse of :meth:`gather`."""
+        b = y.shape[-1]
+        h, w = self.size
+        if not self.grouped:
+            return y.reshape(h, w // 2 + 1, self.c, b).permute(3, 2, 0, 1)
+        (p, _), k = self.half, self.cols
+        y = y.reshape(p, k, 2, 2, self.c, b).permute(5, 4, 3, 2, 0, 1)  # (batch, c, b, a, p, q)
+        m0 = y[:, :, 0].reshape(b, self.c, h, k)[..., : self.split]
+        m1 = y[:, :, 1].reshape(b, self.c, h, k).index_select(2, self.neg).flip(-1).conj()
+        return torch.cat([m0, m1], dim=-1)
+
+    def coarse(self, x_hat: Tensor) -> Tensor:
+        """The next tier's ``rfft2`` spectrum ``(batch, c', H/2, ⌊W/4⌋ + 1)`` → ``(G, c', batch)``."""
+        return x_hat.permute(2, 3, 1, 0).reshape(self.groups, x_hat.shape[1], x_hat.shape[0])
+
+    def uncoarse(self, y: Tensor) -> Tensor:
+        """Inverse of :meth:`coarse`."""
+        return y.reshape(self.half[0], self.cols, *y.shape[1:]).permute(3, 2, 0, 1)
+
+
+class _Spectral:
+    """A block lower-bidiagonal operator in the tiers' group coordinates: per tier ``i`` the stacked matrix
+    ``[Mᵢ; Cᵢ]`` (``(G, n + c_{i+1}, n)``) of its diagonal block and its coupling into tier ``i + 1``.
+
+    With ``substitute`` the coupling acts on the *output* of tier ``i`` (a block forward substitution,
+    the resolvent); otherwise on its input (the product ``W``). Transposes need no extra factorisation.
+    """
+
+    def __init__(self, tiers: Sequence[_Tier], mats: Sequence[Tensor], substitute: bool) -> None:
+        self.tiers, self.mats, self.substitute = list(tiers), list(mats), substitute
+
+    @cached_property
+    def mats_t(self) -> list[Tensor]:
+        """``[Mᵢᴴ, 4Cᵢᴴ]`` per tier (the 4: a coarse spectrum has a quarter of the fine one's frequencies)."""
+        out = []
+        for t, mat in zip(self.tiers, self.mats, strict=True):
+            mh = mat.mH
+            out.append(torch.cat([mh[..., : t.n], 4.0 * mh[..., t.n :]], dim=-1).contiguous())
+        return out
+
+    def apply(self, vs: Sequence[Tensor]) -> list[Tensor]:
+        outs, incoming = [], None
+        for t, mat, v in zip(self.tiers, self.mats, vs, strict=True):
+            v_hat = torch.fft.rfft2(v)
+            if incoming is not None and self.substitute:
+                v_hat = v_hat + incoming
+            r = mat @ t.gather(v_hat)
+            y_hat = t.scatter(r[:, : t.n])
+            if incoming is not None and not self.substitute:
+                y_hat = y_hat + incoming
+            incoming = t.uncoarse(r[:, t.n :]) if t.grouped else None
+            outs.append(torch.fft.irfft2(y_hat, s=t.size))
+        return outs
+
+    def apply_T(self, vs: Sequence[Tensor]) -> list[Tensor]:
+        outs, after = [], None  # after: tier i + 1's output (substitute) or input, rfft2 spectrum
+        for t, mat_t, v in zip(self.tiers[::-1], self.mats_t[::-1], vs[::-1], strict=True):
+            v_hat = torch.fft.rfft2(v)
+            g = t.gather(v_hat)
+            if after is not None:
+                g = torch.cat([g, t.coarse(after)], dim=1)
+            y_hat = t.scatter(mat_t @ g)
+            after = y_hat if self.substitute else v_hat
+            outs.append(torch.fft.irfft2(y_hat, s=t.size))
+        return outs[::-1]
 
 
 def _strided_T(z: Tensor, kernel: Tensor) -> Tensor:
-    """Adjoint of :func:`_strided`: zero-insertion upsampling, then the adjoint convolution."""
-    up = z.new_zeros(*z.shape[:2], 2 * z.shape[2], 2 * z.shape[3])
-    up[..., ::2, ::2] = z
-    return circular_conv(up, conv_transpose_kernel(kernel))
+    """Adjoint of :func:`_strided`: a stride-2 transposed convolution on the padded grid, whose border is
+    then folded back onto the circle."""
+    p = kernel.shape[-1] // 2
+    y = F.conv_transpose2d(z, kernel, stride=2, output_padding=1)
+    for dim in (-2, -1):
+        n = y.shape[dim] - 2 * p
+        core = y.narrow(dim, p, n)
+        if p:
+            pad = [0, 0] * (-dim - 1)
+            core = (core + F.pad(y.narrow(dim, n + p, p), (*pad, 0, n - p))
+                    + F.pad(y.narrow(dim, 0, p), (*pad, n - p, 0)))
+        y = core
+    return y
 
 
 class _Kernels:
@@ -62,144 +189,100 @@ class _Kernels:
     def __init__(self, diag: Sequence[Tensor], down: Sequence[Tensor], skew: Sequence[Tensor]) -> None:
         self.diag, self.down, self.skew = list(diag), list(down), list(skew)
 
+    def spatial_W(self, m: float, zs: Sequence[Tensor]) -> list[Tensor]:
+        """``W z`` tier by tier with circular convolutions in space (differentiable in the kernels)."""
+        out = []
+        for i, z in enumerate(zs):
+            a = self.diag[i]
+            w = circular_conv(z, self.skew[i]) - circular_conv(circular_conv(z, a), conv_transpose_kernel(a))
+            w = w + (1.0 - m) * z
+            if i < len(zs) - 1:
+                w = w - _strided_T(_strided(z, self.down[i]), self.down[i])
+            if i > 0:
+                w = w - 2.0 * circular_conv(_strided(zs[i - 1], self.down[i - 1]), conv_transpose_kernel(a))
+            out.append(w)
+        return out
+
+    def spectral(self, m: float, tiers: Sequence[_Tier]) -> list[Tensor]:
+        """``[Wᵢᵢ; W_{i+1,i}]`` per tier in group coordinates (see :class:`_Spectral`)."""
+        out = []
+        for i, t in enumerate(tiers):
+            full = t.grouped
+            a_hat = kernel_spectrum(self.diag[i], t.size, full=full)
+            d = (1.0 - m) * torch.eye(t.c, dtype=a_hat.dtype, device=a_hat.device)
+            d = d - a_hat.mH @ a_hat + kernel_spectrum(self.skew[i], t.size, full=full)
+            if not full:
+                out.append(d.reshape(t.groups, t.c, t.c))
+                continue
+            d = t.members(d)  # (P, Q', 4, c, c)
+            blk = torch.zeros(*d.shape[:2], t.n, t.n, dtype=d.dtype, device=d.device)
+            for j in range(4):
+                blk[..., j * t.c : (j + 1) * t.c, j * t.c : (j + 1) * t.c] = d[:, :, j]
+            p = t.members(kernel_spectrum(self.down[i], t.size, full=True))  # (P, Q', 4, c', c)
+            p = p.permute(0, 1, 3, 2, 4).reshape(*p.shape[:2], p.shape[3], t.n)
+            coupling = -0.5 * kernel_spectrum(self.diag[i + 1], tiers[i + 1].size).mH @ p
+            out.append(torch.cat([blk - 0.25 * (p.mH @ p), coupling], dim=-2).reshape(t.groups, -1, t.n))
+        return out
+
 
 class MultiTierResolvent(Resolvent):
-    """``(I + α(I − W))⁻¹`` by block forward substitution, each diagonal block inverted in frequency."""
+    """``(I + α(I − W))⁻¹`` by block forward substitution, each diagonal block inverted per group:
+    ``[Rᵢ; αCᵢRᵢ]`` with ``Rᵢ = ((1 + α)I − αMᵢ)⁻¹``."""
 
     def __init__(self, op: MultiTierFrozenOperator, alpha: float) -> None:
         super().__init__(alpha)
         self.op = op
-        self.inverses = []
-        for blk in op.diagonal_spectra():
-            eye = torch.eye(blk.shape[-1], dtype=blk.dtype, device=blk.device)
-            self.inverses.append(torch.linalg.inv((1.0 + alpha) * eye - alpha * blk))
-
-    def _block(self, i: int, v: Tensor, transpose: bool) -> Tensor:
-        inv = self.inverses[i].mH if transpose else self.inverses[i]
-        v_hat = torch.fft.fft2(v)  # (batch, c, H, W)
-        if i < self.op.tiers - 1:  # the grouping of _to_groups, on (batch, c, H, W)
-            b, c, h, w = v_hat.shape
-            g = v_hat.reshape(b, c, 2, h // 2, 2, w // 2).permute(0, 3, 5, 2, 4, 1)
-            out = torch.einsum("pqij,bpqj->bpqi", inv, g.reshape(b, h // 2, w // 2, 4 * c))
-            out = out.reshape(b, h // 2, w // 2, 2, 2, c).permute(0, 5, 3, 1, 4, 2).reshape(b, c, h, w)
-        else:
-            out = torch.einsum("hwij,bjhw->bihw", inv, v_hat)
-        return torch.fft.ifft2(out).real
-
-    def _solve(self, v: Tensor, transpose: bool) -> Tensor:
-        op, a = self.op, self.alpha
-        vs = op.split(v)
-        xs: list[Tensor] = [v.new_empty(0)] * op.tiers
-        order = range(op.tiers - 1, -1, -1) if transpose else range(op.tiers)
-        for i in order:
-            rhs = vs[i]
-            if not transpose and i > 0:
-                rhs = rhs + a * op.sub_diagonal(i, xs[i - 1])
-            if transpose and i < op.tiers - 1:
-                rhs = rhs + a * op.sub_diagonal_T(i, xs[i + 1])
-            xs[i] = self._block(i, rhs, transpose)
-        return op.join(xs)
+        mats = []
+        for t, mat in zip(op.tiers, op.spectral.mats, strict=True):
+            eye = torch.eye(t.n, dtype=mat.dtype, device=mat.device)
+            inv = torch.linalg.inv((1.0 + alpha) * eye - alpha * mat[:, : t.n])
+            mats.append(torch.cat([inv, alpha * (mat[:, t.n :] @ inv)], dim=1))
+        self.spectral = _Spectral(op.tiers, mats, substitute=True)
 
     def apply(self, v: Tensor, add: Tensor | None = None) -> Tensor:
-        out = self._solve(v, False)
-        return out if add is None else out.add_(add)
+        return _join(self.spectral.apply(self.op.split(v)), add)
 
     def apply_T(self, v: Tensor, add: Tensor | None = None) -> Tensor:
-        out = self._solve(v, True)
-        return out if add is None else out.add_(add)
+        return _join(self.spectral.apply_T(self.op.split(v)), add)
 
 
 class MultiTierFrozenOperator(FrozenOperator):
-    """``W`` of :class:`MultiTierMonotone` at fixed kernels."""
+    """``W`` of :class:`MultiTierMonotone` at fixed kernels, applied in frequency."""
 
     def __init__(self, kernels: _Kernels, m: float, channels: Sequence[int], size: tuple[int, int]) -> None:
         a0 = kernels.diag[0]
         self.channels = list(channels)
-        self.sizes = [(size[0] >> i, size[1] >> i) for i in range(len(channels))]
+        self.sizes = _tier_sizes(size, len(channels))
         self.numels = [c * h * w for c, (h, w) in zip(self.channels, self.sizes, strict=True)]
         super().__init__(m, (sum(self.numels),), a0.dtype, a0.device)
-        self.k = kernels
-        self.tiers = len(channels)
+        last = len(channels) - 1
+        self.tiers = [_Tier(c, s, i < last, a0.device)
+                      for i, (c, s) in enumerate(zip(channels, self.sizes, strict=True))]
+        self.spectral = _Spectral(self.tiers, kernels.spectral(m, self.tiers), substitute=False)
 
     def split(self, z: Tensor) -> list[Tensor]:
-        parts = torch.split(z, self.numels, dim=1)
-        return [p.reshape(-1, c, h, w) for p, c, (h, w) in zip(parts, self.channels, self.sizes, strict=True)]
-
-    def join(self, zs: Sequence[Tensor]) -> Tensor:
-        return torch.cat([z.flatten(1) for z in zs], dim=1)
-
-    def sub_diagonal(self, i: int, x: Tensor) -> Tensor:
-        """``W_{i,i−1} x`` = ``−2 AᵢᵢᵀA_{i,i−1} x`` (tier ``i−1`` → tier ``i``)."""
-        k = self.k
-        return -2.0 * circular_conv(_strided(x, k.down[i - 1]), conv_transpose_kernel(k.diag[i]))
-
-    def sub_diagonal_T(self, i: int, x: Tensor) -> Tensor:
-        """``W_{i+1,i}ᵀ x`` (tier ``i+1`` → tier ``i``)."""
-        k = self.k
-        return -2.0 * _strided_T(circular_conv(x, k.diag[i + 1]), k.down[i])
-
-    def _diagonal(self, i: int, z: Tensor, transpose: bool) -> Tensor:
-        k = self.k
-        skew = conv_transpose_kernel(k.skew[i]) if transpose else k.skew[i]
-        a = k.diag[i]
-        out = circular_conv(z, skew) - circular_conv(circular_conv(z, a), conv_transpose_kernel(a))
-        if i < self.tiers - 1:
-            out = out - _strided_T(_strided(z, k.down[i]), k.down[i])
-        return out + (1.0 - self.m) * z
+        return _split(z, self.channels, self.sizes)
 
     def W(self, z: Tensor, add: Tensor | None = None) -> Tensor:
-        zs = self.split(z)
-        out = [self._diagonal(i, zs[i], False) + (self.sub_diagonal(i, zs[i - 1]) if i else 0.0)
-               for i in range(self.tiers)]
-        res = self.join(out)
-        return res if add is None else res.add_(add)
+        return _join(self.spectral.apply(self.split(z)), add)
 
     def WT(self, z: Tensor, add: Tensor | None = None) -> Tensor:
-        zs = self.split(z)
-        out = [self._diagonal(i, zs[i], True)
-               + (self.sub_diagonal_T(i, zs[i + 1]) if i < self.tiers - 1 else 0.0)
-               for i in range(self.tiers)]
-        res = self.join(out)
-        return res if add is None else res.add_(add)
-
-    def diagonal_spectra(self) -> list[Tensor]:
-        """``Wᵢᵢ`` in frequency: ``(H/2, W/2, 4cᵢ, 4cᵢ)`` per alias group (the last tier ``(H, W, c, c)``)."""
-        k, out = self.k, []
-        for i in range(self.tiers):
-            size, c = self.sizes[i], self.channels[i]
-            a_hat = _spectrum(k.diag[i], size)
-            d = -(a_hat.mH @ a_hat) + _spectrum(k.skew[i], size)
-            d = d + (1.0 - self.m) * torch.eye(c, dtype=d.dtype, device=d.device)
-            if i == self.tiers - 1:
-                out.append(d)
-                continue
-            d = _to_groups(d)  # (P, Q, 4, c, c)
-            blk = torch.zeros(*d.shape[:2], 4 * c, 4 * c, dtype=d.dtype, device=d.device)
-            for j in range(4):
-                blk[..., j * c : (j + 1) * c, j * c : (j + 1) * c] = d[:, :, j]
-            p = _to_groups(_spectrum(k.down[i], size))  # (P, Q, 4, c_next, c)
-            p = p.permute(0, 1, 3, 2, 4).reshape(*p.shape[:2], p.shape[3], 4 * c)
-            out.append(blk - 0.25 * (p.mH @ p))
-        return out
+        return _join(self.spectral.apply_T(self.split(z)), add)
 
     def _build_resolvent(self, alpha: float) -> Resolvent:
         return MultiTierResolvent(self, alpha)
 
     def _norm_I_minus_W(self) -> float:
-        """``max ‖I − Wᵢᵢ‖ + max ‖W_{i+1,i}‖`` (exact blocks from their spectra): a bound of ``‖I − W‖₂``."""
-        diag = 0.0
-        for blk in self.diagonal_spectra():
-            eye = torch.eye(blk.shape[-1], dtype=blk.dtype, device=blk.device)
-            diag = max(diag, float(torch.linalg.matrix_norm((eye - blk).to(torch.complex128), ord=2).max()))
-        sub = 0.0
-        for i in range(self.tiers - 1):
-            size = self.sizes[i]
-            p = _to_groups(_spectrum(self.k.down[i], size))
-            p = p.permute(0, 1, 3, 2, 4).reshape(*p.shape[:2], p.shape[3], -1).to(torch.complex128)
-            norm_down = 0.5 * float(torch.linalg.matrix_norm(p, ord=2).max())
-            a_hat = _spectrum(self.k.diag[i + 1], self.sizes[i + 1]).to(torch.complex128)
-            norm_diag = float(torch.linalg.matrix_norm(a_hat, ord=2).max())
-            sub = max(sub, 2.0 * norm_down * norm_diag)
+        """``max ‖I − Wᵢᵢ‖ + max ‖W_{i+1,i}‖`` (exact blocks from their spectra): a bound of ``‖I − W‖₂``.
+
+        Per group, ``‖W_{i+1,i}‖ = 2‖Cᵢ‖`` (a coarse frequency carries four times a fine one's energy)."""
+        diag = sub = 0.0
+        for t, mat in zip(self.tiers, self.spectral.mats, strict=True):
+            mat = mat.to(torch.complex128)
+            eye = torch.eye(t.n, dtype=mat.dtype, device=mat.device)
+            diag = max(diag, float(torch.linalg.matrix_norm(eye - mat[:, : t.n], ord=2).max()))
+            if t.grouped:
+                sub = max(sub, 2.0 * float(torch.linalg.matrix_norm(mat[:, t.n :], ord=2).max()))
         return (diag + sub) * (1.0 + 1e-9)
 
 
@@ -265,7 +348,8 @@ class MultiTierMonotone(MonotoneOperator):
         return MultiTierFrozenOperator(self._kernels(tensors), self.m, self.channels, self.size)  # type: ignore
 
     def apply_W(self, tensors: Sequence[Tensor], z: Tensor) -> Tensor:
-        return self._frozen_like(tensors).W(z)
+        sizes = _tier_sizes(self.size, len(self.channels))
+        return _join(self._kernels(tensors).spatial_W(self.m, _split(z, self.channels, sizes)))
 
     def build(self, tensors: Sequence[Tensor]) -> MultiTierFrozenOperator:
         return self._frozen_like(tensors)
