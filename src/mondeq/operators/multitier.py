@@ -60,6 +60,16 @@ def _strided(z: Tensor, kernel: Tensor) -> Tensor:
     return F.conv2d(F.pad(z, (p, p, p, p), mode="circular"), kernel, stride=2)
 
 
+def _per_frequency(x_hat: Tensor) -> Tensor:
+    """``rfft2`` spectrum ``(batch, c, H, W')`` → ``(H · W', c, batch)``, one matrix row-block a frequency."""
+    return x_hat.permute(2, 3, 1, 0).reshape(-1, x_hat.shape[1], x_hat.shape[0])
+
+
+def _from_per_frequency(y: Tensor, h: int, w: int) -> Tensor:
+    """Inverse of :func:`_per_frequency` for an ``(h, w)`` spectrum."""
+    return y.reshape(h, w, *y.shape[1:]).permute(3, 2, 0, 1)
+
+
 class _Tier:
     """Index bookkeeping of one tier's ``rfft2`` spectrum ``(batch, c, H, W//2 + 1)``.
 
@@ -90,9 +100,9 @@ class _Tier:
 
     def gather(self, x_hat: Tensor) -> Tensor:
         """``rfft2`` spectrum ``(batch, c, H, W//2 + 1)`` → ``(G, n, batch)``."""
-        b = x_hat.shape[0]
         if not self.grouped:
-            return x_hat.permute(2, 3, 1, 0).reshape(self.groups, self.c, b)
+            return _per_frequency(x_hat)
+        b = x_hat.shape[0]
         (p, _), q, k = self.half, self.size[1] // 2, self.cols
         m0 = x_hat[..., :k]
         m1 = x_hat.index_select(2, self.neg)[..., q - k + 1 : q + 1].flip(-1).conj()
@@ -104,20 +114,12 @@ class _Tier:
         b = y.shape[-1]
         h, w = self.size
         if not self.grouped:
-            return y.reshape(h, w // 2 + 1, self.c, b).permute(3, 2, 0, 1)
+            return _from_per_frequency(y, h, w // 2 + 1)
         (p, _), k = self.half, self.cols
         y = y.reshape(p, k, 2, 2, self.c, b).permute(5, 4, 3, 2, 0, 1)  # (batch, c, b, a, p, q)
         m0 = y[:, :, 0].reshape(b, self.c, h, k)[..., : self.split]
         m1 = y[:, :, 1].reshape(b, self.c, h, k).index_select(2, self.neg).flip(-1).conj()
         return torch.cat([m0, m1], dim=-1)
-
-    def coarse(self, x_hat: Tensor) -> Tensor:
-        """The next tier's ``rfft2`` spectrum ``(batch, c', H/2, ⌊W/4⌋ + 1)`` → ``(G, c', batch)``."""
-        return x_hat.permute(2, 3, 1, 0).reshape(self.groups, x_hat.shape[1], x_hat.shape[0])
-
-    def uncoarse(self, y: Tensor) -> Tensor:
-        """Inverse of :meth:`coarse`."""
-        return y.reshape(self.half[0], self.cols, *y.shape[1:]).permute(3, 2, 0, 1)
 
 
 class _Spectral:
@@ -150,7 +152,8 @@ class _Spectral:
             y_hat = t.scatter(r[:, : t.n])
             if incoming is not None and not self.substitute:
                 y_hat = y_hat + incoming
-            incoming = t.uncoarse(r[:, t.n :]) if t.grouped else None
+            # the coupling lands on the next tier's rfft2 spectrum, (H/2, ⌊W/4⌋ + 1): one row a group
+            incoming = _from_per_frequency(r[:, t.n :], t.half[0], t.cols) if t.grouped else None
             outs.append(torch.fft.irfft2(y_hat, s=t.size))
         return outs
 
@@ -160,7 +163,7 @@ class _Spectral:
             v_hat = torch.fft.rfft2(v)
             g = t.gather(v_hat)
             if after is not None:
-                g = torch.cat([g, t.coarse(after)], dim=1)
+                g = torch.cat([g, _per_frequency(after)], dim=1)
             y_hat = t.scatter(mat_t @ g)
             after = y_hat if self.substitute else v_hat
             outs.append(torch.fft.irfft2(y_hat, s=t.size))
@@ -191,15 +194,16 @@ class _Kernels:
 
     def spatial_W(self, m: float, zs: Sequence[Tensor]) -> list[Tensor]:
         """``W z`` tier by tier with circular convolutions in space (differentiable in the kernels)."""
+        down = [_strided(z, k) for z, k in zip(zs[:-1], self.down, strict=True)]  # A_{i+1,i} zᵢ, used twice
         out = []
         for i, z in enumerate(zs):
             a = self.diag[i]
             w = circular_conv(z, self.skew[i]) - circular_conv(circular_conv(z, a), conv_transpose_kernel(a))
             w = w + (1.0 - m) * z
-            if i < len(zs) - 1:
-                w = w - _strided_T(_strided(z, self.down[i]), self.down[i])
+            if i < len(down):
+                w = w - _strided_T(down[i], self.down[i])
             if i > 0:
-                w = w - 2.0 * circular_conv(_strided(zs[i - 1], self.down[i - 1]), conv_transpose_kernel(a))
+                w = w - 2.0 * circular_conv(down[i - 1], conv_transpose_kernel(a))
             out.append(w)
         return out
 
