@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
 import os
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -141,16 +142,24 @@ class Distributed:
                 dist.broadcast(t, 0)
 
 
-def distributed_from_env(cfg: TrainConfig) -> Distributed:
-    """Join the process group that ``torchrun`` describes in the environment (gloo on CPU, NCCL on GPUs)."""
+@contextlib.contextmanager
+def process_group(cfg: TrainConfig) -> Iterator[Distributed]:
+    """Join the process group that ``torchrun`` describes in the environment (gloo on CPU, NCCL on GPUs) and
+    leave it on exit: a process that ends still joined can abort while its gloo threads are torn down."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world == 1:
-        return Distributed()
-    if not dist.is_initialized():
+        yield Distributed()
+        return
+    joined = not dist.is_initialized()
+    if joined:
         dist.init_process_group("nccl" if cfg.device.startswith("cuda") else "gloo")
     if cfg.device == "cuda":
         cfg.device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
-    return Distributed(dist.get_rank(), dist.get_world_size())
+    try:
+        yield Distributed(dist.get_rank(), dist.get_world_size())
+    finally:
+        if joined:
+            dist.destroy_process_group()
 
 
 def _equilibrium_layers(model: nn.Module) -> list[EquilibriumLayer]:
@@ -259,7 +268,13 @@ def train(
     the gradients are summed, so the run matches a single process's up to round-off; rank 0 logs and
     writes the files.
     """
-    ranks = distributed_from_env(cfg)
+    with process_group(cfg) as ranks:
+        return _train(cfg, ranks, progress=progress, log=log, resume=resume)
+
+
+def _train(
+    cfg: TrainConfig, ranks: Distributed, *, progress: bool, log: Callable[[str], None], resume: bool
+) -> list[dict]:
     if not ranks.main:
         log = _quiet
         progress = False
