@@ -232,3 +232,25 @@ def test_float32_reaches_tight_tolerances() -> None:
             warnings.simplefilter("error")
             sol = mondeq.solve(op, ReLU(), y, solver)
         assert (sol.z.double() - ref).abs().max() <= 1e-3 * ref.abs().max()
+
+
+class _Identity(mondeq.Activation):
+    """``σ(v) = v`` (``f = 0``) whose prox hands back its input itself: the solvers' in-place updates must
+    not write into it."""
+
+    def prox(self, v: torch.Tensor, alpha: float) -> torch.Tensor:
+        return v
+
+    def derivative(self, v: torch.Tensor) -> torch.Tensor:
+        return torch.ones_like(v)
+
+
+@pytest.mark.parametrize("name", list(BASES))
+def test_an_activation_that_returns_its_input(name: str) -> None:
+    op, y = _problem(seed=5)
+    w = op.weight().detach()
+    sol = mondeq.solve(op, _Identity(), y, BASES[name](tol=1e-11))  # z = Wz + y: z = (I − W)⁻¹y
+    ref = torch.linalg.solve(torch.eye(w.shape[0], dtype=w.dtype) - w, y.T).T
+    assert sol.stats.converged
+    torch.testing.assert_close(sol.z, ref, atol=1e-8, rtol=0)
+    torch.testing.assert_close(sol.pre_activation, sol.z @ w.T + y, atol=1e-9, rtol=0)

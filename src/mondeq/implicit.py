@@ -107,15 +107,16 @@ class _ImplicitEquilibrium(torch.autograd.Function):
         sol = spec.solver.solve(op, spec.activation, y.detach())
         spec.record.forward = sol.stats
         ctx.spec, ctx.op = spec, op
-        ctx.save_for_backward(sol.z, sol.pre_activation, *tensors)
+        if any(ctx.needs_input_grad):  # σ'(Wz* + y) is all the backward needs of the pre-activation
+            ctx.save_for_backward(sol.z, spec.activation.derivative(sol.pre_activation), *tensors)
         return sol.z
 
     @staticmethod
     @once_differentiable
     def backward(ctx: Any, g: Tensor) -> tuple[Tensor | None, ...]:
-        z, v, *tensors = ctx.saved_tensors
+        z, d, *tensors = ctx.saved_tensors
         spec: _Spec = ctx.spec
-        u, stats = spec.backward.adjoint(ctx.op, spec.activation.derivative(v), g, spec.solver)
+        u, stats = spec.backward.adjoint(ctx.op, d, g, spec.solver)
         spec.record.backward = stats
         grads = spec.operator.vjp(tensors, z, u, ctx.needs_input_grad[2:])
         return (None, u if ctx.needs_input_grad[1] else None, *grads)

@@ -64,13 +64,27 @@ def kernel_spectrum(kernel: Tensor, size: tuple[int, int], full: bool = False) -
     return (torch.fft.fft2 if full else torch.fft.rfft2)(embedded).permute(2, 3, 0, 1)
 
 
-def spectral_apply(mat_hat: Tensor, v: Tensor, add: Tensor | None = None) -> Tensor:
-    """``add + M v`` for the circulant operator ``M`` with per-frequency matrices ``mat_hat``
-    (``(H, W//2 + 1, c_out, c_in)``, half spectrum) and real ``v`` (``batch × c_in × H × W``)."""
-    size = v.shape[-2:]
-    v_hat = torch.fft.rfft2(v).permute(2, 3, 1, 0).contiguous()  # (H, W//2 + 1, c_in, batch)
-    out_hat = (mat_hat @ v_hat).permute(3, 2, 0, 1).contiguous()
-    out = torch.fft.irfft2(out_hat, s=size)
+def per_frequency_right(mat_hat: Tensor) -> Tensor:
+    """Per-frequency matrices ``M̂(f)`` (``(H, W', c_out, c_in)``) as the right factors of
+    :func:`spectral_apply`: ``M̂(f)ᵀ``, ``(H · W', c_in, c_out)``, contiguous."""
+    h, w, c_out, c_in = mat_hat.shape
+    return mat_hat.transpose(-2, -1).reshape(h * w, c_in, c_out).contiguous()
+
+
+def spectral_apply(right: Tensor, v: Tensor, add: Tensor | None = None) -> Tensor:
+    """``add + M v`` for the circulant operator ``M`` with per-frequency matrices ``M̂(f)``, given as
+    ``right = M̂(f)ᵀ`` (:func:`per_frequency_right`, half spectrum), and real ``v`` (``batch × c_in × H × W``).
+
+    Each frequency's batch is the row block ``v̂(f)ᵀ`` of one batched product ``v̂ᵀ M̂ᵀ``: the spectrum,
+    ``(batch · c, H · W')``, goes in and out of that layout by 2-D transposes, which are much cheaper than
+    the 4-D permutation that ``M̂ v̂`` would need.
+    """
+    b, c_in, h, w = v.shape
+    w_half, c_out = w // 2 + 1, right.shape[-1]
+    v_hat = torch.fft.rfft2(v).reshape(b * c_in, h * w_half).t().contiguous()  # (H · W', batch · c_in)
+    out_hat = torch.bmm(v_hat.view(h * w_half, b, c_in), right)
+    del v_hat  # freed before the inverse transform allocates
+    out = torch.fft.irfft2(out_hat.view(h * w_half, b * c_out).t().view(b, c_out, h, w_half), s=(h, w))
     return out if add is None else out.add_(add)
 
 
@@ -82,24 +96,25 @@ def spectrum_of_W(a: Tensor, skew: Tensor, m: float, size: tuple[int, int]) -> T
 
 
 class FFTResolvent(Resolvent):
-    """Per-frequency inverses of ``(1 + α)I − αŴ(f)``, applied in the Fourier domain."""
+    """Per-frequency inverses ``R̂(f)`` of ``(1 + α)I − αŴ(f)``, applied in the Fourier domain."""
 
     def __init__(self, w_hat: Tensor, alpha: float) -> None:
         super().__init__(alpha)
-        c = w_hat.shape[-1]
-        eye = torch.eye(c, dtype=w_hat.dtype, device=w_hat.device)
-        self.r_hat = torch.linalg.inv((1.0 + alpha) * eye - alpha * w_hat)
+        eye = torch.eye(w_hat.shape[-1], dtype=w_hat.dtype, device=w_hat.device)
+        # R̂ᵀ directly, the right factor of spectral_apply: the inverse of the transposed matrix
+        r_hat_t = torch.linalg.inv((1.0 + alpha) * eye - alpha * w_hat.transpose(-2, -1))
+        self.right = r_hat_t.reshape(-1, *r_hat_t.shape[-2:])
 
     def apply(self, v: Tensor, add: Tensor | None = None) -> Tensor:
-        return spectral_apply(self.r_hat, v, add)
+        return spectral_apply(self.right, v, add)
 
     def apply_T(self, v: Tensor, add: Tensor | None = None) -> Tensor:
-        return spectral_apply(self.r_hat_t, v, add)
+        return spectral_apply(self.right_T, v, add)
 
     @cached_property
-    def r_hat_t(self) -> Tensor:
-        """``R̂(f)ᴴ``, made contiguous on first use (forward-only evaluation never needs it)."""
-        return self.r_hat.mH.contiguous()
+    def right_T(self) -> Tensor:
+        """The right factor of ``Rᵀ``, ``(R̂ᴴ)ᵀ = (R̂ᵀ)ᴴ``, on first use (evaluation never needs it)."""
+        return self.right.mH.contiguous()
 
 
 class ConvFrozenOperator(FrozenOperator):
@@ -110,17 +125,18 @@ class ConvFrozenOperator(FrozenOperator):
         super().__init__(m, shape, a.dtype, a.device)
         self.w_hat = spectrum_of_W(a, skew, m, (shape[1], shape[2]))
         """``Ŵ(f)`` on the half spectrum, ``(H, W//2 + 1, c, c)``."""
+        self.right = per_frequency_right(self.w_hat)
 
     def W(self, z: Tensor, add: Tensor | None = None) -> Tensor:
-        return spectral_apply(self.w_hat, z, add)
+        return spectral_apply(self.right, z, add)
 
     def WT(self, z: Tensor, add: Tensor | None = None) -> Tensor:
-        return spectral_apply(self.w_hat_t, z, add)
+        return spectral_apply(self.right_T, z, add)
 
     @cached_property
-    def w_hat_t(self) -> Tensor:
-        """``Ŵ(f)ᴴ``, made contiguous on first use."""
-        return self.w_hat.mH.contiguous()
+    def right_T(self) -> Tensor:
+        """The right factor of ``Wᵀ``, ``(Ŵᴴ)ᵀ = (Ŵᵀ)ᴴ``, on first use."""
+        return self.right.mH.contiguous()
 
     def _build_resolvent(self, alpha: float) -> Resolvent:
         return FFTResolvent(self.w_hat, alpha)
@@ -189,16 +205,17 @@ class ConvMonotone(MonotoneOperator):
         """In frequency: by Parseval ``⟨u, Wz⟩ = (1/HW) Σ_f ω_f Re tr(Ŵ(f) P(f))`` with
         ``P(f) = Σ_batch ẑ(f)û(f)ᴴ`` over the half spectrum (``ω_f`` = 2 for the columns that stand for
         two frequencies), differentiated through the small tensor ``Ŵ(f)`` instead of three convolutions."""
-        h, w = self.size
-        with torch.no_grad():
-            z_hat = torch.fft.rfft2(z).permute(2, 3, 1, 0).contiguous()  # (H, W', c, batch)
-            u_hat = torch.fft.rfft2(u).permute(2, 3, 0, 1).contiguous()  # (H, W', batch, c)
-            p = z_hat @ u_hat.conj()
-            weight = torch.full((w // 2 + 1,), 2.0, dtype=z.dtype, device=z.device)
+        (h, w), b, c = self.size, z.shape[0], self.channels
+        w_half = w // 2 + 1
+        with torch.no_grad():  # both spectra as (H · W', batch, c), by 2-D transposes as in spectral_apply
+            z_hat, u_hat = (torch.fft.rfft2(t).reshape(b * c, h * w_half).t().reshape(h * w_half, b, c)
+                            for t in (z, u))
+            p_t = torch.bmm(u_hat.mH, z_hat).view(h, w_half, c, c)  # P(f)ᵀ = Σ_batch conj(û(f)) ẑ(f)ᵀ
+            weight = torch.full((w_half,), 2.0, dtype=z.dtype, device=z.device)
             weight[0] = 1.0
             if w % 2 == 0:
                 weight[-1] = 1.0
-            p = p * (weight[:, None, None] / (h * w))
+            p_t = p_t * (weight[:, None, None] / (h * w))
         grads: list[Tensor | None] = [None] * len(tensors)
         wanted = [i for i, n in enumerate(need) if n]
         if wanted:
@@ -206,7 +223,7 @@ class ConvMonotone(MonotoneOperator):
                 leaves = [t.detach().requires_grad_(n) for t, n in zip(tensors, need, strict=True)]
                 a, skew = self.kernels(leaves)
                 w_hat = spectrum_of_W(a, skew, self.m, self.size)
-                objective = (w_hat * p.transpose(-2, -1)).sum().real
+                objective = (w_hat * p_t).sum().real
                 found = torch.autograd.grad(objective, [leaves[i] for i in wanted])
                 for i, g in zip(wanted, found, strict=True):
                     grads[i] = g

@@ -147,11 +147,11 @@ class Solver(ABC):
                 if v_k is None or (estimated and not estimates):
                     v_k, estimated = op.W(z_k, add=y), False
                 z, v = z_k, v_k
-                res = relative_residual(z, act(v), floor)
+                res = _residual_at(z, v, act, floor)
                 worst = float(res.max())
                 if estimated and (worst <= tol or k == max_iter):
                     v = op.W(z, add=y)  # confirm with the exact product: the reported residual is exact
-                    res = relative_residual(z, act(v), floor)
+                    res = _residual_at(z, v, act, floor)
                     worst = float(res.max())
                 trace.append(worst)
                 checked.append(k)
@@ -250,11 +250,23 @@ def residual_floor(y: Tensor) -> Tensor:
     return norm.mul_(RESIDUAL_EPS).add_(torch.finfo(y.dtype).tiny)
 
 
-def relative_residual(z: Tensor, fz: Tensor, floor: Tensor) -> Tensor:
-    """Per-sample ``‖z − f(z)‖ / (‖z‖ + floor)`` over all non-batch dimensions."""
-    num = torch.linalg.vector_norm((z - fz).flatten(1), dim=1)
+def relative_residual(z: Tensor, fz: Tensor, floor: Tensor, *, overwrite: bool = False) -> Tensor:
+    """Per-sample ``‖z − f(z)‖ / (‖z‖ + floor)`` over all non-batch dimensions (``overwrite``: the
+    difference is formed in ``fz``'s memory, one buffer fewer)."""
+    num = torch.linalg.vector_norm((fz.sub_(z) if overwrite else z - fz).flatten(1), dim=1)
     den = torch.linalg.vector_norm(z.flatten(1), dim=1).add_(floor)
     return num / den
+
+
+def _residual_at(z: Tensor, v: Tensor, act: Activation, floor: Tensor) -> Tensor:
+    """:func:`relative_residual` of ``z`` against ``σ(v)``, formed in ``σ(v)``'s memory when it is new."""
+    fz = act(v)
+    return relative_residual(z, fz, floor, overwrite=not (shares_memory(fz, v) or shares_memory(fz, z)))
+
+
+def shares_memory(a: Tensor, b: Tensor) -> bool:
+    """Whether two tensors are views of one storage (an in-place update of one would change the other)."""
+    return a.untyped_storage().data_ptr() == b.untyped_storage().data_ptr()
 
 
 def check_finite(t: Tensor, what: str) -> None:

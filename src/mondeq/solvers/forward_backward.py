@@ -21,7 +21,10 @@ from .base import Iteration, Splitting
 class _ForwardBackwardIteration(Iteration):
     def __init__(self, op: FrozenOperator, act: Activation, y: Tensor, alpha: float) -> None:
         self.op, self.act, self.y, self.alpha = op, act, y, alpha
-        self.x0 = torch.zeros_like(y)
+
+    @property
+    def x0(self) -> Tensor:  # made on request, not held through the solve
+        return torch.zeros_like(self.y)
 
     def step(self, z: Tensor, check: bool) -> tuple[Tensor, Tensor | None, Tensor | None]:
         v = self.op.W(z, add=self.y)

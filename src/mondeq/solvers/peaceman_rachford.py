@@ -20,7 +20,7 @@ from torch import Tensor
 
 from ..activations import Activation
 from ..operators.base import FrozenOperator
-from .base import Iteration, Splitting
+from .base import Iteration, Splitting, shares_memory
 
 
 class _SplittingIteration(Iteration):
@@ -30,21 +30,25 @@ class _SplittingIteration(Iteration):
         self.act, self.alpha, self.relaxation = act, alpha, relaxation
         self.resolvent = op.resolvent(alpha)
         self.r_ay = self.resolvent.apply(alpha * y)
-        self.x0 = torch.zeros_like(y)
+
+    @property
+    def x0(self) -> Tensor:  # made on request, not held through the solve
+        return torch.zeros_like(self.r_ay)
 
     def step(self, u: Tensor, check: bool) -> tuple[Tensor, Tensor | None, Tensor | None]:
         a = self.alpha
         z = self.act.prox(u, a)
-        w = torch.lerp(u, z, 2.0)
+        # w = 2z − u, in z's memory unless the prox handed back (a view of) u; then u⁺ = 2z½ − w in w's:
+        # two state-sized buffers fewer alive at a time
+        w = torch.lerp(u, z, 2.0) if shares_memory(z, u) else z.mul_(2.0).sub_(u)
         z_half = self.resolvent.apply(w, add=self.r_ay)
-        u_next = torch.lerp(w, z_half, 2.0)
+        v = None
+        if check:  # the resolvent equation (1 + α)z½ − αWz½ = w + αy gives Wz½ + y = ((1 + α)z½ − w)/α
+            v = torch.sub(z_half, w, alpha=1.0 / (1.0 + a)).mul_((1.0 + a) / a)
+        u_next = w.mul_(-1.0).add_(z_half, alpha=2.0)
         if self.relaxation != 1.0:
-            u_next = torch.lerp(u, u_next, self.relaxation)
-        if not check:
-            return u_next, None, None
-        # the resolvent equation (1 + α)z½ − αWz½ = w + αy gives Wz½ + y = ((1 + α)z½ − w)/α, no product
-        v = torch.sub(z_half, w, alpha=1.0 / (1.0 + a)).mul_((1.0 + a) / a)
-        return u_next, z_half, v
+            u_next = u_next.sub_(u).mul_(self.relaxation).add_(u)
+        return u_next, (z_half if check else None), v
 
 
 @dataclass(frozen=True, kw_only=True)
