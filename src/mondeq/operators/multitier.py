@@ -60,112 +60,126 @@ def _strided(z: Tensor, kernel: Tensor) -> Tensor:
     return F.conv2d(F.pad(z, (p, p, p, p), mode="circular"), kernel, stride=2)
 
 
-def _per_frequency(x_hat: Tensor) -> Tensor:
-    """``rfft2`` spectrum ``(batch, c, H, W')`` → ``(H · W', c, batch)``, one matrix row-block a frequency."""
-    return x_hat.permute(2, 3, 1, 0).reshape(-1, x_hat.shape[1], x_hat.shape[0])
-
-
-def _from_per_frequency(y: Tensor, h: int, w: int) -> Tensor:
-    """Inverse of :func:`_per_frequency` for an ``(h, w)`` spectrum."""
-    return y.reshape(h, w, *y.shape[1:]).permute(3, 2, 0, 1)
-
-
 class _Tier:
-    """Index bookkeeping of one tier's ``rfft2`` spectrum ``(batch, c, H, W//2 + 1)``.
+    """Index bookkeeping of one tier's ``rfft2`` spectrum ``(batch, c, H, W')``, ``W' = W//2 + 1``.
 
-    A grouped tier (every tier but the last) is gathered into its alias groups, ``(G, 4c, batch)`` with
+    A grouped tier (every tier but the last) is gathered into its alias groups, ``(batch, G, 4c)`` with
     ``G = H/2 · (⌊W/4⌋ + 1)`` (the ``rfft2`` half of the coarse spectrum) and member ``2a + b`` holding
-    frequency ``(p + aH/2, q + bW/2)`` of group ``(p, q)``; the last tier, one frequency a group, into
-    ``(H · (W//2 + 1), c, batch)``.
+    frequency ``(p + aH/2, q + bW/2)`` of group ``(p, q)`` (members ``b = 1`` lie outside the ``rfft2`` half
+    and are read as conjugates of ``−f``); the last tier, one frequency a group, into ``(batch, H · W', c)``.
+    Each sample's ``c × H · W'`` block fits in cache, so both directions are single gathers.
     """
 
     def __init__(self, channels: int, size: tuple[int, int], grouped: bool, device: torch.device) -> None:
         self.c, self.size, self.grouped = channels, size, grouped
         h, w = size
-        if grouped:
-            self.half, q = (h // 2, w // 2), w // 2
-            self.cols = q // 2 + 1  # the rfft2 columns of the coarse spectrum
-            self.split = q - self.cols + 1  # rfft2 columns [0, split) come from members b = 0, the rest b = 1
-            self.neg = (-torch.arange(h, device=device)) % h  # row of −f
-            self.groups, self.n = self.half[0] * self.cols, 4 * channels
-        else:
-            self.groups, self.n = h * (w // 2 + 1), channels
+        w_half = w // 2 + 1
+        self.freqs = h * w_half
+        if not grouped:
+            self.groups, self.n = self.freqs, channels
+            return
+        hh, wh = h // 2, w // 2
+        k = wh // 2 + 1  # the rfft2 columns of the coarse spectrum
+        self.groups, self.n = hh * k, 4 * channels
+        ar = torch.arange
+        p, q, a, b = ar(hh)[:, None, None, None], ar(k)[None, :, None, None], ar(2)[:, None], ar(2)
+        row = a * hh + p
+        src_row, src_col = torch.where(b == 0, row, -row % h), torch.where(b == 0, q, wh - q)
+        self.take = (src_row * w_half + src_col).reshape(-1).to(device)  # (G · 4), in (p, q, a, b) order
+        r, col = ar(h)[:, None], ar(w_half)[None, :]
+        mirrored = col >= wh - k + 1  # rfft2 columns read back from members b = 1, conjugated
+        r_src = torch.where(mirrored, -r % h, r)
+        q_src = torch.where(mirrored, wh - col, col)
+        self.put_group = ((r_src % hh) * k + q_src).reshape(-1).to(device)
+        self.put_member = (2 * (r_src // hh) + mirrored.long()).reshape(-1).to(device)
+        self.conj_from = int(wh - k + 1)
 
-    def members(self, full: Tensor) -> Tensor:
+    def members_of(self, full: Tensor) -> Tensor:
         """A full ``fft2`` spectrum ``(H, W, …)`` → its kept groups ``(H/2, ⌊W/4⌋ + 1, 4, …)``."""
         h, w = self.size
+        k = self.groups // (h // 2)
         x = full.reshape(2, h // 2, 2, w // 2, *full.shape[2:])
-        x = x.permute(1, 3, 0, 2, *range(4, x.dim()))[:, : self.cols]
-        return x.reshape(h // 2, self.cols, 4, *full.shape[2:])
+        x = x.permute(1, 3, 0, 2, *range(4, x.dim()))[:, :k]
+        return x.reshape(h // 2, k, 4, *full.shape[2:])
 
     def gather(self, x_hat: Tensor) -> Tensor:
-        """``rfft2`` spectrum ``(batch, c, H, W//2 + 1)`` → ``(G, n, batch)``."""
+        """``rfft2`` spectrum ``(batch, c, H, W')`` → ``(batch, G, n)``, contiguous."""
+        per_freq = x_hat.reshape(x_hat.shape[0], self.c, self.freqs).transpose(1, 2)  # (batch, H · W', c)
         if not self.grouped:
-            return _per_frequency(x_hat)
-        b = x_hat.shape[0]
-        (p, _), q, k = self.half, self.size[1] // 2, self.cols
-        m0 = x_hat[..., :k]
-        m1 = x_hat.index_select(2, self.neg)[..., q - k + 1 : q + 1].flip(-1).conj()
-        g = torch.stack([m0, m1], dim=3).reshape(b, self.c, 2, p, 2, k)  # (batch, c, a, p, b, q)
-        return g.permute(3, 5, 2, 4, 1, 0).reshape(self.groups, self.n, b)
+            return per_freq.contiguous()
+        g = per_freq[:, self.take]  # (batch, G · 4, c)
+        torch.view_as_real(g.view(g.shape[0], self.groups, 2, 2, self.c))[:, :, :, 1, :, 1].neg_()  # conj, b = 1
+        return g.view(g.shape[0], self.groups, self.n)
 
-    def scatter(self, y: Tensor) -> Tensor:
-        """Inverse of :meth:`gather`."""
-        b = y.shape[-1]
+    def scatter(self, r: Tensor) -> Tensor:
+        """``(G, batch, ≥ n)`` (the first ``n`` columns: this tier) → the ``rfft2`` spectrum, as a
+        ``(batch, c, H, W')`` view of a ``(batch, H · W', c)`` tensor."""
+        b = r.shape[1]
         h, w = self.size
-        if not self.grouped:
-            return _from_per_frequency(y, h, w // 2 + 1)
-        (p, _), k = self.half, self.cols
-        y = y.reshape(p, k, 2, 2, self.c, b).permute(5, 4, 3, 2, 0, 1)  # (batch, c, b, a, p, q)
-        m0 = y[:, :, 0].reshape(b, self.c, h, k)[..., : self.split]
-        m1 = y[:, :, 1].reshape(b, self.c, h, k).index_select(2, self.neg).flip(-1).conj()
-        return torch.cat([m0, m1], dim=-1)
+        if self.grouped:
+            by_member = r.transpose(0, 1)[..., : self.n].unflatten(-1, (4, self.c))  # (batch, G, 4, c)
+            y = by_member[:, self.put_group, self.put_member]  # (batch, H · W', c)
+            torch.view_as_real(y.view(b, h, w // 2 + 1, self.c))[:, :, self.conj_from :, :, 1].neg_()
+        else:
+            y = r.transpose(0, 1)
+        return y.unflatten(1, (h, w // 2 + 1)).permute(0, 3, 1, 2)
 
 
 class _Spectral:
     """A block lower-bidiagonal operator in the tiers' group coordinates: per tier ``i`` the stacked matrix
-    ``[Mᵢ; Cᵢ]`` (``(G, n + c_{i+1}, n)``) of its diagonal block and its coupling into tier ``i + 1``.
+    ``[Mᵢ; Cᵢ]`` (``(G, n + c_{i+1}, n)``) of its diagonal block and its coupling into tier ``i + 1``,
+    kept as its transpose: the rows of a batch are multiplied from the right, ``ĝᵀ[Mᵢ; Cᵢ]ᵀ``.
 
     With ``substitute`` the coupling acts on the *output* of tier ``i`` (a block forward substitution,
     the resolvent); otherwise on its input (the product ``W``). Transposes need no extra factorisation.
     """
 
     def __init__(self, tiers: Sequence[_Tier], mats: Sequence[Tensor], substitute: bool) -> None:
-        self.tiers, self.mats, self.substitute = list(tiers), list(mats), substitute
+        self.tiers, self.substitute = list(tiers), substitute
+        self.right = [mat.transpose(-2, -1).contiguous() for mat in mats]
+
+    @property
+    def mats(self) -> list[Tensor]:
+        """``[Mᵢ; Cᵢ]`` per tier (views)."""
+        return [r.transpose(-2, -1) for r in self.right]
 
     @cached_property
-    def mats_t(self) -> list[Tensor]:
-        """``[Mᵢᴴ, 4Cᵢᴴ]`` per tier (the 4: a coarse spectrum has a quarter of the fine one's frequencies)."""
+    def right_T(self) -> list[Tensor]:
+        """``[Mᵢᴴ, 4Cᵢᴴ]ᵀ = conj([Mᵢ; 4Cᵢ])`` per tier (the 4: a coarse spectrum has a quarter of the fine
+        one's frequencies)."""
         out = []
         for t, mat in zip(self.tiers, self.mats, strict=True):
-            mh = mat.mH
-            out.append(torch.cat([mh[..., : t.n], 4.0 * mh[..., t.n :]], dim=-1).contiguous())
+            out.append(torch.cat([mat[:, : t.n], 4.0 * mat[:, t.n :]], dim=1).conj().resolve_conj())
         return out
 
     def apply(self, vs: Sequence[Tensor]) -> list[Tensor]:
-        outs, incoming = [], None
-        for t, mat, v in zip(self.tiers, self.mats, vs, strict=True):
+        outs, incoming = [], None  # incoming: tier i's coupling into tier i + 1, (G_i = H'W'', batch, c')
+        for t, right, v in zip(self.tiers, self.right, vs, strict=True):
             v_hat = torch.fft.rfft2(v)
             if incoming is not None and self.substitute:
-                v_hat = v_hat + incoming
-            r = mat @ t.gather(v_hat)
-            y_hat = t.scatter(r[:, : t.n])
+                v_hat.view(v.shape[0], t.c, t.freqs).add_(incoming.permute(1, 2, 0))
+            r = torch.bmm(t.gather(v_hat).transpose(0, 1), right)  # (G, batch, n + c')
+            del v_hat
+            y_hat = t.scatter(r)
             if incoming is not None and not self.substitute:
-                y_hat = y_hat + incoming
-            # the coupling lands on the next tier's rfft2 spectrum, (H/2, ⌊W/4⌋ + 1): one row a group
-            incoming = _from_per_frequency(r[:, t.n :], t.half[0], t.cols) if t.grouped else None
+                y_hat = y_hat + incoming.permute(1, 2, 0).view(y_hat.shape)
+            incoming = r[..., t.n :] if t.grouped else None
             outs.append(torch.fft.irfft2(y_hat, s=t.size))
         return outs
 
     def apply_T(self, vs: Sequence[Tensor]) -> list[Tensor]:
-        outs, after = [], None  # after: tier i + 1's output (substitute) or input, rfft2 spectrum
-        for t, mat_t, v in zip(self.tiers[::-1], self.mats_t[::-1], vs[::-1], strict=True):
+        outs, after = [], None  # after: tier i + 1's output (substitute) or input spectrum, (batch, H'W'', c')
+        for t, right_t, v in zip(self.tiers[::-1], self.right_T[::-1], vs[::-1], strict=True):
             v_hat = torch.fft.rfft2(v)
-            g = t.gather(v_hat)
+            g = t.gather(v_hat).transpose(0, 1)  # (G, batch, n)
+            r = torch.bmm(g, right_t[:, : t.n])
             if after is not None:
-                g = torch.cat([g, _per_frequency(after)], dim=1)
-            y_hat = t.scatter(mat_t @ g)
-            after = y_hat if self.substitute else v_hat
+                r = torch.baddbmm(r, after.transpose(0, 1), right_t[:, t.n :])
+            y_hat = t.scatter(r)
+            if self.substitute:
+                after = y_hat.permute(0, 2, 3, 1).reshape(v.shape[0], t.freqs, t.c)
+            else:
+                after = g.transpose(0, 1) if not t.grouped else v_hat.flatten(2).transpose(1, 2)
             outs.append(torch.fft.irfft2(y_hat, s=t.size))
         return outs[::-1]
 
@@ -218,11 +232,11 @@ class _Kernels:
             if not full:
                 out.append(d.reshape(t.groups, t.c, t.c))
                 continue
-            d = t.members(d)  # (P, Q', 4, c, c)
+            d = t.members_of(d)  # (P, Q', 4, c, c)
             blk = torch.zeros(*d.shape[:2], t.n, t.n, dtype=d.dtype, device=d.device)
             for j in range(4):
                 blk[..., j * t.c : (j + 1) * t.c, j * t.c : (j + 1) * t.c] = d[:, :, j]
-            p = t.members(kernel_spectrum(self.down[i], t.size, full=True))  # (P, Q', 4, c', c)
+            p = t.members_of(kernel_spectrum(self.down[i], t.size, full=True))  # (P, Q', 4, c', c)
             p = p.permute(0, 1, 3, 2, 4).reshape(*p.shape[:2], p.shape[3], t.n)
             coupling = -0.5 * kernel_spectrum(self.diag[i + 1], tiers[i + 1].size).mH @ p
             out.append(torch.cat([blk - 0.25 * (p.mH @ p), coupling], dim=-2).reshape(t.groups, -1, t.n))
