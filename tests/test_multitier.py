@@ -50,6 +50,21 @@ def test_operator_and_resolvent_match_dense(channels, size, k) -> None:
     assert exact <= f.lipschitz
 
 
+@pytest.mark.parametrize("channels,size,k", CASES)
+def test_parameter_gradient_in_frequency_matches_the_spatial_one(channels, size, k) -> None:
+    """``vjp`` (Parseval over the kept alias groups) against autograd through the spatial convolutions."""
+    op = _operator(channels, size, k, seed=len(channels) + 2 * k)
+    z, u = torch.randn(2, 3, op.shape[0], dtype=torch.float64)
+    tensors = op.tensors()
+    need = [True] * len(tensors)
+    spectral = op.vjp(tensors, z, u, need)
+    spatial = mondeq.MonotoneOperator.vjp(op, tensors, z, u, need)
+    for a, b in zip(spectral, spatial, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-10, rtol=1e-10)
+    some = [i % 2 == 0 for i in range(len(tensors))]
+    assert [g is None for g in op.vjp(tensors, z, u, some)] == [not n for n in some]
+
+
 def test_float32_resolvent() -> None:
     op = _operator((2, 3), (8, 8), 3, seed=1, dtype=torch.float32)
     f = op.frozen()

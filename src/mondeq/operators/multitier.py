@@ -125,6 +125,20 @@ class _Tier:
         return y.unflatten(1, (h, w // 2 + 1)).permute(0, 3, 1, 2)
 
 
+def _tiers(channels: Sequence[int], size: tuple[int, int], device: torch.device) -> list[_Tier]:
+    sizes = _tier_sizes(size, len(channels))
+    return [_Tier(c, hw, i < len(channels) - 1, device) for i, (c, hw) in enumerate(zip(channels, sizes, strict=True))]
+
+
+def _half_weights(width: int, cols: int, device: torch.device) -> Tensor:
+    """How many columns of a ``width``-wide spectrum each of the ``cols`` kept ``rfft`` columns stands for."""
+    w = torch.full((cols,), 2.0, device=device)
+    w[0] = 1.0
+    if width % 2 == 0:
+        w[width // 2] = 1.0
+    return w
+
+
 class _Spectral:
     """A block lower-bidiagonal operator in the tiers' group coordinates: per tier ``i`` the stacked matrix
     ``[Mᵢ; Cᵢ]`` (``(G, n + c_{i+1}, n)``) of its diagonal block and its coupling into tier ``i + 1``,
@@ -273,9 +287,7 @@ class MultiTierFrozenOperator(FrozenOperator):
         self.sizes = _tier_sizes(size, len(channels))
         self.numels = [c * h * w for c, (h, w) in zip(self.channels, self.sizes, strict=True)]
         super().__init__(m, (sum(self.numels),), a0.dtype, a0.device)
-        last = len(channels) - 1
-        self.tiers = [_Tier(c, s, i < last, a0.device)
-                      for i, (c, s) in enumerate(zip(channels, self.sizes, strict=True))]
+        self.tiers = _tiers(channels, size, a0.device)
         self.spectral = _Spectral(self.tiers, kernels.spectral(m, self.tiers), substitute=False)
 
     def split(self, z: Tensor) -> list[Tensor]:
@@ -368,6 +380,42 @@ class MultiTierMonotone(MonotoneOperator):
     def apply_W(self, tensors: Sequence[Tensor], z: Tensor) -> Tensor:
         sizes = _tier_sizes(self.size, len(self.channels))
         return _join(self._kernels(tensors).spatial_W(self.m, _split(z, self.channels, sizes)))
+
+    def vjp(
+        self, tensors: Sequence[Tensor], z: Tensor, u: Tensor, need: Sequence[bool]
+    ) -> list[Tensor | None]:
+        """In frequency, as for the single convolution: by Parseval, per tier ``i``,
+        ``⟨u, Wz⟩ = Σᵢ Σ_g ω_g/(HᵢWᵢ) Re tr([Mᵢ; Cᵢ]_g Pᵢ_g)`` with ``Pᵢ_g = Σ_batch ẑᵢ_g [ûᵢ_g; 4û_{i+1}(g)]ᴴ``
+        over the kept groups (``ω_g = 2`` for a group that also stands for its mirror; the 4: tier ``i + 1``
+        has a quarter of the frequencies), differentiated through the small group matrices instead of the
+        spatial convolutions of :meth:`apply_W`."""
+        grads: list[Tensor | None] = [None] * len(tensors)
+        wanted = [i for i, n in enumerate(need) if n]
+        if not wanted:
+            return grads
+        tiers = _tiers(self.channels, self.size, z.device)
+        sizes = [t.size for t in tiers]
+        with torch.no_grad():
+            z_hats = [torch.fft.rfft2(x) for x in _split(z, self.channels, sizes)]
+            u_hats = [torch.fft.rfft2(x) for x in _split(u, self.channels, sizes)]
+            ps = []
+            for i, t in enumerate(tiers):
+                ug = t.gather(u_hats[i])  # (batch, G, n)
+                if t.grouped:  # tier i + 1's frequencies are this tier's groups
+                    ug = torch.cat([ug, 4.0 * u_hats[i + 1].flatten(2).transpose(1, 2)], dim=-1)
+                p_t = torch.bmm(ug.transpose(0, 1).mH, t.gather(z_hats[i]).transpose(0, 1))  # Pᵀ: (G, n + c', n)
+                (h, w), cols = t.size, (t.size[1] // 2) // 2 + 1 if t.grouped else t.size[1] // 2 + 1
+                width = w // 2 if t.grouped else w
+                weight = _half_weights(width, cols, z.device).to(z.dtype).repeat(t.groups // cols) / (h * w)
+                ps.append(p_t * weight[:, None, None])
+        with torch.enable_grad():
+            leaves = [t.detach().requires_grad_(n) for t, n in zip(tensors, need, strict=True)]
+            mats = self._kernels(leaves).spectral(self.m, tiers)
+            objective = sum((mat * p).sum().real for mat, p in zip(mats, ps, strict=True))
+            found = torch.autograd.grad(objective, [leaves[i] for i in wanted])
+        for i, g in zip(wanted, found, strict=True):
+            grads[i] = g
+        return grads
 
     def build(self, tensors: Sequence[Tensor]) -> MultiTierFrozenOperator:
         return self._frozen_like(tensors)
