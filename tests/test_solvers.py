@@ -254,3 +254,34 @@ def test_an_activation_that_returns_its_input(name: str) -> None:
     assert sol.stats.converged
     torch.testing.assert_close(sol.z, ref, atol=1e-8, rtol=0)
     torch.testing.assert_close(sol.pre_activation, sol.z @ w.T + y, atol=1e-9, rtol=0)
+
+
+class _ReLUWithoutShortcut(ReLU):
+    fixes_zero = False
+
+
+@pytest.mark.parametrize("name,check_every,anderson", [("pr", None, False), ("pr", 1, False), ("dr", 1, False),
+                                                        ("pr", None, True)])
+def test_the_first_step_from_zero_needs_no_product(name: str, check_every: int | None, anderson: bool,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """With ``prox(0) = 0`` the first splitting step is ``R(αy)``, known before the loop: the same iterates
+    and statistics, one resolvent application fewer."""
+    op, y = _problem(seed=6)
+    frozen = op.frozen()
+    resolvent = type(frozen.resolvent(1.0))
+    calls = []
+    original = resolvent.apply
+    monkeypatch.setattr(resolvent, "apply", lambda self, v, add=None: calls.append(1) or original(self, v, add))
+    solver = BASES[name](tol=1e-9, check_every=check_every)
+    if anderson:
+        solver = Anderson(solver)
+    results = []
+    for act in (ReLU(), _ReLUWithoutShortcut()):
+        calls.clear()
+        sol = solver.solve(frozen, act, y)
+        results.append((sol, len(calls)))
+    (fast, n_fast), (slow, n_slow) = results
+    assert n_fast == n_slow - 1
+    assert fast.stats.iterations == slow.stats.iterations and fast.stats.checked_at == slow.stats.checked_at
+    torch.testing.assert_close(fast.z, slow.z, atol=1e-14, rtol=0)
+    torch.testing.assert_close(fast.pre_activation, slow.pre_activation, atol=1e-14, rtol=0)

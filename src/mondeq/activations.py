@@ -20,6 +20,9 @@ class Activation(ABC):
     """A proximal activation: ``prox(v, α) = argmin_u ½‖u − v‖² + α f(u)`` and ``σ = prox(·, 1)``."""
 
     name: str = ""
+    fixes_zero: bool = False
+    """Whether ``0`` minimises ``f``, so that ``prox^α_f(0) = 0`` for every ``α`` (solvers starting from zero
+    then skip a product)."""
 
     @abstractmethod
     def prox(self, v: Tensor, alpha: float) -> Tensor:
@@ -40,6 +43,7 @@ class ReLU(Activation):
     """``σ(v) = max(v, 0)``: the prox of the indicator of ``u ≥ 0``, the same for every ``α``."""
 
     name = "relu"
+    fixes_zero = True
 
     def prox(self, v: Tensor, alpha: float) -> Tensor:
         return torch.relu(v)
@@ -56,6 +60,7 @@ class LeakyReLU(Activation):
     """
 
     name = "leaky_relu"
+    fixes_zero = True
 
     def __init__(self, negative_slope: float = 0.1) -> None:
         if not 0.0 < negative_slope <= 1.0:
@@ -85,6 +90,7 @@ class BorderReLU(Activation):
     """
 
     name = "border_relu"
+    fixes_zero = True
 
     def __init__(self, width: int = 1) -> None:
         if width < 1:
@@ -123,6 +129,7 @@ class Diagonal(Activation):
     """
 
     name = "diagonal"
+    fixes_zero = True
 
     def __init__(self, d: Tensor) -> None:
         self.d = d

@@ -30,13 +30,21 @@ class _SplittingIteration(Iteration):
         self.act, self.alpha, self.relaxation = act, alpha, relaxation
         self.resolvent = op.resolvent(alpha)
         self.r_ay = self.resolvent.apply(alpha * y)
+        self._zero: Tensor | None = None
 
     @property
-    def x0(self) -> Tensor:  # made on request, not held through the solve
-        return torch.zeros_like(self.r_ay)
+    def x0(self) -> Tensor:
+        self._zero = torch.zeros_like(self.r_ay)  # held only until the first step
+        return self._zero
 
     def step(self, u: Tensor, check: bool) -> tuple[Tensor, Tensor | None, Tensor | None]:
         a = self.alpha
+        first, self._zero = u is self._zero, None
+        if first and self.act.fixes_zero:  # z = prox(0) = 0, w = 0: z½ = R(0) + R(αy) = R(αy), no product
+            u_next = self.r_ay * (2.0 * self.relaxation)
+            if not check:
+                return u_next, None, None
+            return u_next, self.r_ay.clone(), self.r_ay * ((1.0 + a) / a)
         z = self.act.prox(u, a)
         # w = 2z − u, in z's memory unless the prox handed back (a view of) u; then u⁺ = 2z½ − w in w's:
         # two state-sized buffers fewer alive at a time
