@@ -157,6 +157,7 @@ def process_group(cfg: TrainConfig) -> Iterator[Distributed]:
         cfg.device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
     try:
         yield Distributed(dist.get_rank(), dist.get_world_size())
+        dist.barrier()  # leave together: no rank closes its connections while another still writes
     finally:
         if joined:
             dist.destroy_process_group()
