@@ -88,11 +88,17 @@ def spectral_apply(right: Tensor, v: Tensor, add: Tensor | None = None) -> Tenso
     return out if add is None else out.add_(add)
 
 
+def adjoint_product(a: Tensor, b: Tensor) -> Tensor:
+    """``aᴴb`` over batches of complex matrices. ``aᴴ`` is materialised first: a lazily conjugated operand
+    sends the product's backward through a per-matrix loop, three times slower."""
+    return a.mH.contiguous() @ b
+
+
 def spectrum_of_W(a: Tensor, skew: Tensor, m: float, size: tuple[int, int]) -> Tensor:
     """``Ŵ(f) = (1 − m)I − Â(f)ᴴÂ(f) + Ŝ(f)`` on the half spectrum, differentiable in the kernels."""
     a_hat, s_hat = kernel_spectrum(a, size), kernel_spectrum(skew, size)
     eye = torch.eye(a.shape[0], dtype=a_hat.dtype, device=a_hat.device)
-    return (1.0 - m) * eye - a_hat.mH @ a_hat + s_hat
+    return (1.0 - m) * eye - adjoint_product(a_hat, a_hat) + s_hat
 
 
 class FFTResolvent(Resolvent):

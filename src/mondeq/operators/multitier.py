@@ -35,7 +35,7 @@ from torch import Tensor, nn
 
 from ..errors import InputError
 from .base import FrozenOperator, MonotoneOperator, Resolvent
-from .conv import circular_conv, conv_transpose_kernel, kernel_spectrum, normalized_kernel
+from .conv import adjoint_product, circular_conv, conv_transpose_kernel, kernel_spectrum, normalized_kernel
 
 
 def _tier_sizes(size: tuple[int, int], levels: int) -> list[tuple[int, int]]:
@@ -242,7 +242,7 @@ class _Kernels:
             full = t.grouped
             a_hat = kernel_spectrum(self.diag[i], t.size, full=full)
             d = (1.0 - m) * torch.eye(t.c, dtype=a_hat.dtype, device=a_hat.device)
-            d = d - a_hat.mH @ a_hat + kernel_spectrum(self.skew[i], t.size, full=full)
+            d = d - adjoint_product(a_hat, a_hat) + kernel_spectrum(self.skew[i], t.size, full=full)
             if not full:
                 out.append(d.reshape(t.groups, t.c, t.c))
                 continue
@@ -252,8 +252,8 @@ class _Kernels:
                 blk[..., j * t.c : (j + 1) * t.c, j * t.c : (j + 1) * t.c] = d[:, :, j]
             p = t.members_of(kernel_spectrum(self.down[i], t.size, full=True))  # (P, Q', 4, c', c)
             p = p.permute(0, 1, 3, 2, 4).reshape(*p.shape[:2], p.shape[3], t.n)
-            coupling = -0.5 * kernel_spectrum(self.diag[i + 1], tiers[i + 1].size).mH @ p
-            out.append(torch.cat([blk - 0.25 * (p.mH @ p), coupling], dim=-2).reshape(t.groups, -1, t.n))
+            coupling = -0.5 * adjoint_product(kernel_spectrum(self.diag[i + 1], tiers[i + 1].size), p)
+            out.append(torch.cat([blk - 0.25 * adjoint_product(p, p), coupling], dim=-2).reshape(t.groups, -1, t.n))
         return out
 
 
