@@ -158,3 +158,18 @@ def test_model_forward_backward_and_shape_errors() -> None:
     bad[0, 0, 0, 0] = float("nan")
     with pytest.raises(mondeq.InputError, match="NaN"):
         model(bad)
+
+
+def test_no_graph_where_nothing_needs_a_gradient() -> None:
+    """Under ``no_grad`` (evaluation, attacks' forward passes) the layer solves and keeps nothing for a
+    backward pass; with gradients on it records one."""
+    torch.manual_seed(0)
+    op = mondeq.DenseMonotone(6, m=0.5, dtype=torch.float64)
+    y = torch.randn(3, 6, dtype=torch.float64)
+    record = mondeq.SolveRecord()
+    with torch.no_grad():
+        z = mondeq.equilibrium(op, mondeq.ReLU(), y, record=record)
+    assert z.grad_fn is None and record.forward is not None and record.forward.converged
+    z2 = mondeq.equilibrium(op, mondeq.ReLU(), y)
+    assert z2.grad_fn is not None
+    torch.testing.assert_close(z2.detach(), z, atol=0, rtol=0)

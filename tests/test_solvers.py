@@ -8,7 +8,7 @@ import warnings
 
 import pytest
 import torch
-from conftest import dense_equilibrium
+from conftest import dense_equilibrium, dense_input_gradient
 
 import mondeq
 from mondeq import (
@@ -285,3 +285,35 @@ def test_the_first_step_from_zero_needs_no_product(name: str, check_every: int |
     assert fast.stats.iterations == slow.stats.iterations and fast.stats.checked_at == slow.stats.checked_at
     torch.testing.assert_close(fast.z, slow.z, atol=1e-14, rtol=0)
     torch.testing.assert_close(fast.pre_activation, slow.pre_activation, atol=1e-14, rtol=0)
+
+
+class _Zero(mondeq.Activation):
+    """``σ = 0`` (the prox of the indicator of ``{0}``) as a broadcast view of one zero, which cannot be
+    written in place."""
+
+    def prox(self, v: torch.Tensor, alpha: float) -> torch.Tensor:
+        return v.new_zeros(()).expand_as(v)
+
+    def derivative(self, v: torch.Tensor) -> torch.Tensor:
+        return torch.zeros_like(v)
+
+
+@pytest.mark.parametrize("name", list(BASES))
+def test_an_activation_whose_output_cannot_be_written(name: str) -> None:
+    op, y = _problem(seed=5)
+    sol = mondeq.solve(op, _Zero(), y, BASES[name](tol=1e-11))
+    assert sol.stats.converged
+    torch.testing.assert_close(sol.z, torch.zeros_like(y), atol=1e-9, rtol=0)
+
+
+@pytest.mark.parametrize("name", ["pr", "dr"])
+def test_backpropagation_through_the_iterations(name: str) -> None:
+    """``Solver.solve`` records a graph when its input asks for one (nothing is updated in place then); the
+    unrolled gradient of a tight solve is the implicit one."""
+    op, y = _problem(seed=7)
+    y = y.clone().requires_grad_()
+    sol = BASES[name](tol=1e-12).solve(op.frozen(), ReLU(), y)
+    g = torch.randn_like(y)
+    (gy,) = torch.autograd.grad(sol.z, y, g)
+    ref = dense_input_gradient(op.weight().detach(), sol.z.detach(), y.detach(), g)
+    torch.testing.assert_close(gy, ref, atol=1e-7, rtol=1e-7)

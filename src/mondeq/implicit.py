@@ -100,15 +100,20 @@ class _Spec:
     record: SolveRecord = field(default_factory=SolveRecord)
 
 
+def _forward_solve(spec: _Spec, y: Tensor, tensors: tuple[Tensor, ...]) -> tuple[FrozenOperator, Solution]:
+    op = spec.operator.frozen(tensors)
+    sol = spec.solver.solve(op, spec.activation, y.detach())
+    spec.record.forward = sol.stats
+    return op, sol
+
+
 class _ImplicitEquilibrium(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, spec: _Spec, y: Tensor, *tensors: Tensor) -> Tensor:
-        op = spec.operator.frozen(tensors)
-        sol = spec.solver.solve(op, spec.activation, y.detach())
-        spec.record.forward = sol.stats
+        op, sol = _forward_solve(spec, y, tensors)
         ctx.spec, ctx.op = spec, op
-        if any(ctx.needs_input_grad):  # σ'(Wz* + y) is all the backward needs of the pre-activation
-            ctx.save_for_backward(sol.z, spec.activation.derivative(sol.pre_activation), *tensors)
+        # σ'(Wz* + y) is all the backward needs of the pre-activation
+        ctx.save_for_backward(sol.z, spec.activation.derivative(sol.pre_activation), *tensors)
         return sol.z
 
     @staticmethod
@@ -142,7 +147,10 @@ def equilibrium(
         backward or ImplicitBackward(),
         record if record is not None else SolveRecord(),
     )
-    return _ImplicitEquilibrium.apply(spec, y, *operator.tensors())
+    tensors = operator.tensors()
+    if not (torch.is_grad_enabled() and (y.requires_grad or any(t.requires_grad for t in tensors))):
+        return _forward_solve(spec, y, tensors)[1].z  # nothing to differentiate: no graph, nothing saved
+    return _ImplicitEquilibrium.apply(spec, y, *tensors)
 
 
 def solve(

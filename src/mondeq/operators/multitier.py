@@ -20,7 +20,7 @@ coarse frequency, so ``Wᵢᵢ`` is a ``4cᵢ × 4cᵢ`` matrix per group and ``
 the coarse spectrum are kept; the members of a group outside the ``rfft2`` half of the fine spectrum are
 read as complex conjugates of stored ones. ``W``, ``Wᵀ`` and the resolvent — a block forward substitution
 over the tiers with each diagonal block inverted per group, once per parameter value — then cost one
-``rfft2``/``irfft2`` pair per tier and one batched product per tier.
+``rfft2``/``irfft2`` pair per tier and one batched product per tier (two for the transposes).
 """
 
 from __future__ import annotations
@@ -65,8 +65,9 @@ class _Tier:
 
     A grouped tier (every tier but the last) is gathered into its alias groups, ``(batch, G, 4c)`` with
     ``G = H/2 · (⌊W/4⌋ + 1)`` (the ``rfft2`` half of the coarse spectrum) and member ``2a + b`` holding
-    frequency ``(p + aH/2, q + bW/2)`` of group ``(p, q)`` (members ``b = 1`` lie outside the ``rfft2`` half
-    and are read as conjugates of ``−f``); the last tier, one frequency a group, into ``(batch, H · W', c)``.
+    frequency ``(p + aH/2, q + bW/2)`` of group ``(p, q)`` (members ``b = 1`` are read as the conjugates of
+    ``−f``: all but those of column ``W/2`` lie outside the ``rfft2`` half); the last tier, one frequency a
+    group, into ``(batch, H · W', c)``.
     Each sample's ``c × H · W'`` block fits in cache, so both directions are single gathers.
     """
 
@@ -113,7 +114,7 @@ class _Tier:
 
     def scatter(self, r: Tensor) -> Tensor:
         """``(G, batch, ≥ n)`` (the first ``n`` columns: this tier) → the ``rfft2`` spectrum, as a
-        ``(batch, c, H, W')`` view of a ``(batch, H · W', c)`` tensor."""
+        ``(batch, c, H, W')`` view (of a new ``(batch, H · W', c)`` tensor, or of ``r`` for the last tier)."""
         b = r.shape[1]
         h, w = self.size
         if self.grouped:
@@ -358,6 +359,7 @@ class MultiTierMonotone(MonotoneOperator):
         g0 = math.log(math.e - 1.0)  # softplus(ĝ) = 1
         self.g = nn.Parameter(torch.full((2 * levels - 1,), g0, **kw))  # scales of A_diag, then A_down
         self.h = nn.Parameter(torch.ones(levels, **kw))
+        self._tier_maps: dict[torch.device, list[_Tier]] = {}  # the gradient's index maps, per device
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -393,7 +395,9 @@ class MultiTierMonotone(MonotoneOperator):
         wanted = [i for i, n in enumerate(need) if n]
         if not wanted:
             return grads
-        tiers = _tiers(self.channels, self.size, z.device)
+        tiers = self._tier_maps.get(z.device)
+        if tiers is None:
+            tiers = self._tier_maps[z.device] = _tiers(self.channels, self.size, z.device)
         sizes = [t.size for t in tiers]
         with torch.no_grad():
             z_hats = [torch.fft.rfft2(x) for x in _split(z, self.channels, sizes)]

@@ -132,7 +132,7 @@ class Solver(ABC):
             )
         start = time.perf_counter()
         it = self.iteration(op, act, y)
-        floor = residual_floor(y)
+        floor = residual_floor(y.detach())
         tol, max_iter = self.tol, self.max_iter
         x, trace, checked = it.x0, [], []
         z = v = res = None
@@ -259,14 +259,22 @@ def relative_residual(z: Tensor, fz: Tensor, floor: Tensor, *, overwrite: bool =
 
 
 def _residual_at(z: Tensor, v: Tensor, act: Activation, floor: Tensor) -> Tensor:
-    """:func:`relative_residual` of ``z`` against ``σ(v)``, formed in ``σ(v)``'s memory when it is new."""
-    fz = act(v)
-    return relative_residual(z, fz, floor, overwrite=not (shares_memory(fz, v) or shares_memory(fz, z)))
+    """:func:`relative_residual` of ``z`` against ``σ(v)``, formed in ``σ(v)``'s memory when it is new (a
+    statistic: never part of a graph)."""
+    with torch.no_grad():
+        fz = act(v)
+        return relative_residual(z, fz, floor, overwrite=writable(fz, z, v))
 
 
-def shares_memory(a: Tensor, b: Tensor) -> bool:
-    """Whether two tensors are views of one storage (an in-place update of one would change the other)."""
-    return a.untyped_storage().data_ptr() == b.untyped_storage().data_ptr()
+def writable(t: Tensor, *inputs: Tensor) -> bool:
+    """Whether ``t``, computed from ``inputs``, may be overwritten: a dense tensor of the inputs' shape that
+    shares memory with none of them, outside an autograd graph being recorded (which may need it)."""
+    if torch.is_grad_enabled() and (t.requires_grad or any(x.requires_grad for x in inputs)):
+        return False
+    ptr = t.untyped_storage().data_ptr()
+    return t.is_contiguous() and all(
+        x.shape == t.shape and x.untyped_storage().data_ptr() != ptr for x in inputs
+    )
 
 
 def check_finite(t: Tensor, what: str) -> None:

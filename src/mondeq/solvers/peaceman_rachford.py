@@ -20,7 +20,7 @@ from torch import Tensor
 
 from ..activations import Activation
 from ..operators.base import FrozenOperator
-from .base import Iteration, Splitting, shares_memory
+from .base import Iteration, Splitting, writable
 
 
 class _SplittingIteration(Iteration):
@@ -46,16 +46,22 @@ class _SplittingIteration(Iteration):
                 return u_next, None, None
             return u_next, self.r_ay.clone(), self.r_ay * ((1.0 + a) / a)
         z = self.act.prox(u, a)
-        # w = 2z − u, in z's memory unless the prox handed back (a view of) u; then u⁺ = 2z½ − w in w's:
-        # two state-sized buffers fewer alive at a time
-        w = torch.lerp(u, z, 2.0) if shares_memory(z, u) else z.mul_(2.0).sub_(u)
+        # w = 2z − u in z's memory, then u⁺ = 2z½ − w in w's (two state-sized buffers fewer alive at a
+        # time), unless the prox handed back something that must not be written
+        in_place = writable(z, u)
+        w = z.mul_(2.0).sub_(u) if in_place else torch.lerp(u, z, 2.0)
         z_half = self.resolvent.apply(w, add=self.r_ay)
         v = None
         if check:  # the resolvent equation (1 + α)z½ − αWz½ = w + αy gives Wz½ + y = ((1 + α)z½ − w)/α
             v = torch.sub(z_half, w, alpha=1.0 / (1.0 + a)).mul_((1.0 + a) / a)
-        u_next = w.mul_(-1.0).add_(z_half, alpha=2.0)
-        if self.relaxation != 1.0:
-            u_next = u_next.sub_(u).mul_(self.relaxation).add_(u)
+        if in_place:
+            u_next = w.mul_(-1.0).add_(z_half, alpha=2.0)
+            if self.relaxation != 1.0:
+                u_next = u_next.sub_(u).mul_(self.relaxation).add_(u)
+        else:
+            u_next = torch.lerp(w, z_half, 2.0)
+            if self.relaxation != 1.0:
+                u_next = torch.lerp(u, u_next, self.relaxation)
         return u_next, (z_half if check else None), v
 
 
