@@ -88,6 +88,16 @@ def spectral_apply(right: Tensor, v: Tensor, add: Tensor | None = None) -> Tenso
     return out if add is None else out.add_(add)
 
 
+def half_spectrum_weights(width: int, like: Tensor) -> Tensor:
+    """How many columns of a ``width``-wide spectrum each ``rfft`` column stands for (1 or 2), as ``like``'s
+    dtype and device: the weights of Parseval's identity on the half spectrum."""
+    w = torch.full((width // 2 + 1,), 2.0, dtype=like.dtype, device=like.device)
+    w[0] = 1.0
+    if width % 2 == 0:
+        w[-1] = 1.0
+    return w
+
+
 def adjoint_product(a: Tensor, b: Tensor) -> Tensor:
     """``aᴴb`` over batches of complex matrices. ``aᴴ`` is materialised first: a lazily conjugated operand
     sends the product's backward through a per-matrix loop, three times slower."""
@@ -217,11 +227,7 @@ class ConvMonotone(MonotoneOperator):
             z_hat, u_hat = (torch.fft.rfft2(t).reshape(b * c, h * w_half).t().reshape(h * w_half, b, c)
                             for t in (z, u))
             p_t = torch.bmm(u_hat.mH, z_hat).view(h, w_half, c, c)  # P(f)ᵀ = Σ_batch conj(û(f)) ẑ(f)ᵀ
-            weight = torch.full((w_half,), 2.0, dtype=z.dtype, device=z.device)
-            weight[0] = 1.0
-            if w % 2 == 0:
-                weight[-1] = 1.0
-            p_t = p_t * (weight[:, None, None] / (h * w))
+            p_t = p_t * (half_spectrum_weights(w, z)[:, None, None] / (h * w))
         grads: list[Tensor | None] = [None] * len(tensors)
         wanted = [i for i, n in enumerate(need) if n]
         if wanted:

@@ -35,7 +35,14 @@ from torch import Tensor, nn
 
 from ..errors import InputError
 from .base import FrozenOperator, MonotoneOperator, Resolvent
-from .conv import adjoint_product, circular_conv, conv_transpose_kernel, kernel_spectrum, normalized_kernel
+from .conv import (
+    adjoint_product,
+    circular_conv,
+    conv_transpose_kernel,
+    half_spectrum_weights,
+    kernel_spectrum,
+    normalized_kernel,
+)
 
 
 def _tier_sizes(size: tuple[int, int], levels: int) -> list[tuple[int, int]]:
@@ -129,15 +136,6 @@ class _Tier:
 def _tiers(channels: Sequence[int], size: tuple[int, int], device: torch.device) -> list[_Tier]:
     sizes = _tier_sizes(size, len(channels))
     return [_Tier(c, hw, i < len(channels) - 1, device) for i, (c, hw) in enumerate(zip(channels, sizes, strict=True))]
-
-
-def _half_weights(width: int, cols: int, device: torch.device) -> Tensor:
-    """How many columns of a ``width``-wide spectrum each of the ``cols`` kept ``rfft`` columns stands for."""
-    w = torch.full((cols,), 2.0, device=device)
-    w[0] = 1.0
-    if width % 2 == 0:
-        w[width // 2] = 1.0
-    return w
 
 
 class _Spectral:
@@ -408,9 +406,9 @@ class MultiTierMonotone(MonotoneOperator):
                 if t.grouped:  # tier i + 1's frequencies are this tier's groups
                     ug = torch.cat([ug, 4.0 * u_hats[i + 1].flatten(2).transpose(1, 2)], dim=-1)
                 p_t = torch.bmm(ug.transpose(0, 1).mH, t.gather(z_hats[i]).transpose(0, 1))  # Pᵀ: (G, n + c', n)
-                (h, w), cols = t.size, (t.size[1] // 2) // 2 + 1 if t.grouped else t.size[1] // 2 + 1
-                width = w // 2 if t.grouped else w
-                weight = _half_weights(width, cols, z.device).to(z.dtype).repeat(t.groups // cols) / (h * w)
+                h, w = t.size
+                cols = half_spectrum_weights(w // 2 if t.grouped else w, z)  # a group: its coarse column
+                weight = cols.repeat(t.groups // len(cols)) / (h * w)
                 ps.append(p_t * weight[:, None, None])
         with torch.enable_grad():
             leaves = [t.detach().requires_grad_(n) for t, n in zip(tensors, need, strict=True)]

@@ -54,14 +54,9 @@ class _SplittingIteration(Iteration):
         v = None
         if check:  # the resolvent equation (1 + α)z½ − αWz½ = w + αy gives Wz½ + y = ((1 + α)z½ − w)/α
             v = torch.sub(z_half, w, alpha=1.0 / (1.0 + a)).mul_((1.0 + a) / a)
-        if in_place:
-            u_next = w.mul_(-1.0).add_(z_half, alpha=2.0)
-            if self.relaxation != 1.0:
-                u_next = u_next.sub_(u).mul_(self.relaxation).add_(u)
-        else:
-            u_next = torch.lerp(w, z_half, 2.0)
-            if self.relaxation != 1.0:
-                u_next = torch.lerp(u, u_next, self.relaxation)
+        u_next = w.mul_(-1.0).add_(z_half, alpha=2.0) if in_place else torch.lerp(w, z_half, 2.0)
+        if self.relaxation != 1.0:
+            u_next = torch.lerp(u, u_next, self.relaxation)
         return u_next, (z_half if check else None), v
 
 
