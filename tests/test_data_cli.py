@@ -205,13 +205,58 @@ def test_same_seed_same_result() -> None:
     (["train", "--epochs", "three"], "invalid int value"),
     (["train", "--preset", "cifar10-conv"], "needs --data-dir"),
     (["train", "--solver", "fb", "--alpha", "50", "--epochs", "1", "--train-subset", "64"], "not provably"),
+    (["train", "--model", "multitier", "--channels", "32"], "one channel count per tier"),
+    (["train", "--model", "conv", "--channels", "4,4"], "has one channel count"),
+    (["train", "--model", "multitier", "--channels", "16,x"], "one count per tier"),
+    (["train", "--model", "fc", "--channels", "8"], "has no option"),
 ])
-def test_cli_errors_are_one_line(args: list[str], message: str) -> None:
-    proc = subprocess.run([sys.executable, "-m", "mondeq.cli", *args, "--no-progress"],
+def test_cli_errors_are_one_line(args: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
+    try:
+        code = main([*args, "--no-progress"])
+    except SystemExit as e:  # argparse's own errors
+        code = e.code
+    assert code == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("mondeq: error:") and message in lines[0], lines
+
+
+def test_cli_errors_in_a_fresh_process() -> None:
+    """The same one-line error and exit code 2 from the installed entry point."""
+    proc = subprocess.run([sys.executable, "-m", "mondeq.cli", "train", "--model", "resnet"],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("mondeq: error:") and message in lines[0], proc.stderr
+    assert len(lines) == 1 and "unknown model 'resnet'" in lines[0], proc.stderr
+
+
+def test_multitier_channels_per_tier(tmp_path: Path) -> None:
+    assert main(["train", "--model", "multitier", "--channels", "2,3,3", "--epochs", "1", "--train-subset", "32",
+                 "--test-subset", "16", "--batch-size", "16", "--no-progress", "--out", str(tmp_path)]) == 0
+    assert json.loads((tmp_path / "config.json").read_text())["channels"] == [2, 3, 3]
+
+
+def test_solves_that_miss_their_tolerance_are_reported_once_per_epoch(tmp_path: Path) -> None:
+    """A learning rate far too large: every solve runs to max_iter. No warning per solve (the suite turns
+    warnings into errors); one line per epoch, and the counts in metrics.jsonl and the figure."""
+    lines: list[str] = []
+    cfg = TrainConfig(epochs=2, lr=10.0, max_iter=5, eval_max_iter=5, eval_tol=1e-6, train_subset=128,
+                      test_subset=64, batch_size=32, out=str(tmp_path))
+    rows = train(cfg, progress=False, log=lines.append)
+    missed = [line for line in lines if "missed tol" in line]
+    assert len(missed) == 2 and "of 8 training solves missed tol=0.01" in missed[0], lines
+    for row in rows:
+        assert 0 < row["missed_solves"] <= 8 and row["worst_residual"] > 1e-2
+        assert row["test_missed_solves"] == 1 and row["test_worst_residual"] > 1e-6
+    assert (tmp_path / "metrics.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_presets_and_their_paper_accuracy_are_one_table(capsys: pytest.CaptureFixture[str]) -> None:
+    from mondeq.presets import PRESETS, Preset
+
+    assert main(["models"]) == 0
+    listing = capsys.readouterr().out
+    for name, p in PRESETS.items():
+        assert isinstance(p, Preset) and f"(paper: {p.paper_accuracy})" in listing and name in listing
 
 
 def test_listings(capsys: pytest.CaptureFixture[str]) -> None:

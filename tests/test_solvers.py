@@ -317,3 +317,108 @@ def test_backpropagation_through_the_iterations(name: str) -> None:
     (gy,) = torch.autograd.grad(sol.z, y, g)
     ref = dense_input_gradient(op.weight().detach(), sol.z.detach(), y.detach(), g)
     torch.testing.assert_close(gy, ref, atol=1e-7, rtol=1e-7)
+
+
+@pytest.mark.parametrize("name,anderson", [("pr", False), ("fb", False), ("pr", True)])
+def test_a_tolerance_below_the_precision_floor_stops_early_and_says_so(name: str, anderson: bool) -> None:
+    """float32 cannot reach 1e-12: the solve stops long before max_iter, names the stall and the floor, and
+    returns each sample's best point."""
+    torch.manual_seed(11)
+    op = DenseMonotone(40)
+    y = 3 * torch.randn(16, 40)
+    solver = BASES[name](tol=1e-12, max_iter=50_000)
+    if anderson:
+        solver = Anderson(solver)
+    with pytest.warns(ConvergenceWarning, match=r"stalled at residual .* > tol=1e-12") as record:
+        sol = mondeq.solve(op, ReLU(), y, solver)
+    assert len(record) == 1 and "float32" in str(record[0].message)
+    s = sol.stats
+    assert s.stalled and not s.converged and s.iterations < 2000
+    assert 1e-12 < s.max_residual < 1e-5  # the floor float32 allows here, reached before the stall
+    assert s.max_residual <= s.residual_trace[-1]  # per sample, the best point measured exactly
+    if name == "fb" and not anderson:  # every check exact: the best of all of them
+        assert s.max_residual <= min(s.residual_trace)
+    v = sol.z @ op.weight().detach().T + y
+    exact = (sol.z - torch.relu(v)).norm(dim=1) / (sol.z.norm(dim=1) + 1e-2 * y.norm(dim=1))
+    torch.testing.assert_close(s.residual, exact, atol=1e-7, rtol=1e-3)
+    with pytest.raises(ConvergenceError, match="stalled"):
+        mondeq.solve(op, ReLU(), y, solver.with_options(strict=True))
+
+
+def test_slow_but_steady_progress_is_not_a_stall() -> None:
+    """Badly scaled parameters: hundreds of iterations in which the residual does not improve, while the
+    iteration's steps keep shrinking; the solve goes on to the tolerance."""
+    op, y = _problem(n=16, batch=6, seed=0, scale_a=1e-3, scale_b=1e3)
+    alpha = 1.0 / op.frozen().lipschitz
+    sol = mondeq.solve(op, ReLU(), y, PeacemanRachford(alpha=alpha, tol=1e-7, max_iter=60_000))
+    lowest, since, longest = float("inf"), 0, 0.0
+    for k, r in zip(sol.stats.checked_at, sol.stats.residual_trace, strict=True):
+        lowest, since = (r, k) if r < lowest else (lowest, since)
+        longest = max(longest, (k - since) / max(100, since // 2))
+    assert longest >= 1.0  # a plateau of the residual longer than a stall window measured on it
+    assert sol.stats.converged and not sol.stats.stalled
+
+
+class _LyingEstimate(PeacemanRachford):
+    """Peaceman–Rachford whose pre-activation estimate is wrong: it says ``Wz + y = z``, which an identity
+    activation reads as a residual of 0 at every check."""
+
+    def iteration(self, op, act, y):
+        it = super().iteration(op, act, y)
+        step = it.step
+
+        def lying(x, check):
+            x_next, z, _ = step(x, check)
+            return x_next, z, (None if z is None else z.clone())
+
+        it.step = lying
+        return it
+
+
+def test_an_estimated_residual_is_confirmed_before_stopping() -> None:
+    op, y = _problem(seed=5)
+    w = op.weight().detach()
+    sol = _LyingEstimate(tol=1e-10).solve(op.frozen(), _Identity(), y)
+    ref = torch.linalg.solve(torch.eye(w.shape[0], dtype=w.dtype) - w, y.T).T
+    assert sol.stats.converged and sol.stats.iterations > 5
+    torch.testing.assert_close(sol.z, ref, atol=1e-8, rtol=0)
+    exact = (sol.z - (sol.z @ w.T + y)).norm(dim=1) / (sol.z.norm(dim=1) + 1e-2 * y.norm(dim=1))
+    torch.testing.assert_close(sol.stats.residual, exact, atol=1e-15, rtol=1e-6)
+
+
+def test_forward_backward_bound_is_tight() -> None:
+    """For ``I − W = mI + S`` (S skew: A = 0) the linear forward–backward map ``e ↦ (I − α(I − W))e`` has
+    spectral radius ``√(1 − 2αm + α²L²)`` exactly, so steps above ``2m/L²`` diverge: the solver must refuse
+    every one of them and accept every step below."""
+    torch.manual_seed(12)
+    n, m = 12, 0.5
+    op = DenseMonotone(n, m=m, dtype=torch.float64)
+    with torch.no_grad():
+        op.A.zero_()
+        op.B.mul_(3.0)
+    f = op.frozen()
+    w = op.weight().detach()
+    eye = torch.eye(n, dtype=w.dtype)
+    lip = float(torch.linalg.matrix_norm(eye - w, 2))
+    assert f.lipschitz == pytest.approx(lip, rel=1e-9) and lip > 3 * m  # far from 2/L² = 2m/L² · (1/m)
+    bound = 2 * m / lip**2
+    y = torch.randn(4, n, dtype=w.dtype)
+    for factor in (1.02, 1.5, 0.99 / m):  # all below the bound a wrong 2/L² would give
+        radius = float(torch.linalg.eigvals(eye - factor * bound * (eye - w)).abs().max())
+        assert radius > 1.0  # the linear iteration diverges at this step
+        with pytest.raises(UnsafeStepError, match="not provably convergent"):
+            mondeq.solve(op, _Identity(), y, ForwardBackward(alpha=factor * bound))
+    for factor in (0.98, 0.5):
+        sol = mondeq.solve(op, _Identity(), y, ForwardBackward(alpha=factor * bound, tol=1e-9, max_iter=50_000))
+        assert sol.stats.converged
+    default = mondeq.solve(op, _Identity(), y, ForwardBackward(tol=1e-9, max_iter=50_000))
+    assert default.stats.alpha == pytest.approx(bound / 2, rel=1e-9)
+
+
+def test_forward_backward_refuses_an_operator_without_strong_monotonicity() -> None:
+    from mondeq.operators.dense import DenseFrozenOperator
+
+    op, y = _problem(seed=1)
+    for m in (0.0, -0.5):
+        with pytest.raises(UnsafeStepError, match="m > 0"):
+            ForwardBackward().solve(DenseFrozenOperator(op.weight().detach(), m), ReLU(), y)

@@ -19,6 +19,15 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"mondeq: error: {message} (see `{self.prog} --help`)\n")
 
 
+def _channels(text: str) -> int | list[int]:
+    """``N`` or ``N,N,…`` (one count per tier)."""
+    try:
+        counts = [int(c) for c in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected N or N,N,… (one count per tier), got {text!r}") from None
+    return counts[0] if len(counts) == 1 else counts
+
+
 def _train_parser(sub: argparse._SubParsersAction) -> None:
     from .presets import PRESETS
     from .train import TrainConfig
@@ -44,7 +53,9 @@ def _train_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--train-subset", type=int, help="first N of a seeded permutation")
     p.add_argument("--test-subset", type=int, help="first N of a seeded permutation")
     p.add_argument("--hidden", type=int, help="width of the equilibrium (fc; default 87)")
-    p.add_argument("--channels", type=int, help="channels of the equilibrium (conv models)")
+    p.add_argument("--channels", type=_channels,
+                   help="channels of the equilibrium: N (conv models), or one count per tier, e.g. 16,32,32 "
+                        "(multi-tier models)")
     p.add_argument("--m", type=float, help=f"strong monotonicity of I - W (default {d.m})")
     p.add_argument("--solver", choices=["fb", "pr", "dr"], help=f"default {d.solver}")
     p.add_argument("--anderson", action="store_true", help="Anderson-accelerate the solver")
@@ -220,13 +231,13 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 def _cmd_models(args: argparse.Namespace) -> int:
     from .models import DESCRIPTIONS
-    from .presets import PAPER_ACCURACY, PRESETS
+    from .presets import PRESETS
 
     for name, text in DESCRIPTIONS.items():
         print(f"{name:<16} {text}")
     print("\npresets (mondeq train --preset NAME --data-dir DIR):")
     for name, p in PRESETS.items():
-        print(f"{name:<24} {p['model']} on {p['dataset']}, {p['epochs']} epochs (paper: {PAPER_ACCURACY[name]})")
+        print(f"{name:<24} {p.model} on {p.dataset}, {p.epochs} epochs (paper: {p.paper_accuracy})")
     return 0
 
 

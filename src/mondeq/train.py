@@ -9,6 +9,7 @@ import math
 import os
 import tempfile
 import time
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +22,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from .data import Splits, download, load_dataset, random_crop_flip
-from .errors import InputError
+from .errors import ConvergenceWarning, InputError
 from .layers import EquilibriumLayer
 from .models import build_model
 from .solvers import make_solver
@@ -48,7 +49,7 @@ class TrainConfig:
     train_subset: int | None = None
     test_subset: int | None = None
     hidden: int | None = None
-    channels: int | None = None
+    channels: int | list[int] | None = None
     m: float = 1.0
     solver: str = "pr"
     anderson: bool = False
@@ -63,9 +64,12 @@ class TrainConfig:
     out: str | None = None
 
     def validate(self) -> None:
-        for name in ("epochs", "batch_size", "test_batch_size", "max_iter", "hidden", "channels"):
+        for name in ("epochs", "batch_size", "test_batch_size", "max_iter", "hidden"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise InputError(f"--{name.replace('_', '-')} must be ≥ 1, got {getattr(self, name)}")
+        counts = [self.channels] if isinstance(self.channels, int) else self.channels or []
+        if any(not isinstance(c, int) or c < 1 for c in counts):
+            raise InputError(f"--channels must be counts ≥ 1, got {self.channels}")
         for name in ("lr", "lr_gamma", "m", "tol"):
             if not getattr(self, name) > 0:
                 raise InputError(f"--{name.replace('_', '-')} must be > 0, got {getattr(self, name)}")
@@ -129,6 +133,16 @@ class Distributed:
         dist.all_reduce(t)
         return t.tolist()
 
+    def max(self, value: float) -> float:
+        """The largest ``value`` over the ranks."""
+        if self.world == 1:
+            return value
+        t = torch.tensor([value], dtype=torch.float64)
+        if dist.get_backend() == "nccl":
+            t = t.cuda()
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+        return float(t)
+
     def reduce_gradients(self, model: nn.Module) -> None:
         """Sum the gradients of every rank (each rank's loss is its share of the global mean)."""
         if self.world > 1:
@@ -167,37 +181,65 @@ def _equilibrium_layers(model: nn.Module) -> list[EquilibriumLayer]:
     return [m for m in model.modules() if isinstance(m, EquilibriumLayer)]
 
 
-def _iterations(model: nn.Module) -> tuple[float, float]:
-    fwd = bwd = 0.0
-    for layer in _equilibrium_layers(model):
-        rec = layer.last_solve
-        if rec is not None and rec.forward is not None:
-            fwd += rec.forward.iterations
-        if rec is not None and rec.backward is not None:
-            bwd += rec.backward.iterations
-    return fwd, bwd
+@dataclass
+class _SolveTally:
+    """Iterations of the forward and backward solves, and the solves that missed their tolerance."""
+
+    fwd: float = 0.0
+    bwd: float = 0.0
+    solves: int = 0
+    missed: int = 0
+    worst: float = 0.0  # the largest final residual of a solve that missed its tolerance
+
+    def add(self, model: nn.Module) -> None:
+        """Count the solves of the model's last call (and of its backward pass, once it has run)."""
+        for layer in _equilibrium_layers(model):
+            rec = layer.last_solve
+            for stats, backward in ((rec.forward, False), (rec.backward, True)) if rec is not None else ():
+                if stats is None:
+                    continue
+                if backward:
+                    self.bwd += stats.iterations
+                else:
+                    self.fwd += stats.iterations
+                self.solves += 1
+                if not stats.converged:
+                    self.missed += 1
+                    self.worst = max(self.worst, stats.max_residual)
+
+
+@contextlib.contextmanager
+def _tallied_warnings() -> Iterator[None]:
+    """Solves that miss their tolerance are counted per epoch (:class:`_SolveTally`), not warned one by one."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        yield
 
 
 @torch.no_grad()
 def evaluate(
     model: nn.Module, splits: Splits, batch_size: int, device: torch.device, ranks: Distributed = Distributed()
 ) -> dict[str, float]:
-    """Test loss, accuracy and mean forward iterations per batch (each rank evaluates its share)."""
+    """Test loss, accuracy, mean forward iterations per batch and the solves that missed their tolerance
+    (each rank evaluates its share)."""
     model.eval()
-    loss = correct = iters = 0.0
+    loss = correct = 0.0
+    tally = _SolveTally()
     n = len(splits.test_labels)
     batches = 0
-    for i in range(0, n, batch_size):
-        x = ranks.shard(splits.test_images[i : i + batch_size])
-        y = ranks.shard(splits.test_labels[i : i + batch_size]).to(device)
-        if len(y):
-            logits = model(splits.normalize(x.to(device)))
-            loss += float(F.cross_entropy(logits, y, reduction="sum"))
-            correct += int((logits.argmax(1) == y).sum())
-            iters += _iterations(model)[0]
-            batches += 1
-    loss, correct, iters, batches = ranks.sum([loss, correct, iters, batches])
-    return {"test_loss": loss / n, "test_acc": correct / n, "test_fwd_iters": iters / max(batches, 1)}
+    with _tallied_warnings():
+        for i in range(0, n, batch_size):
+            x = ranks.shard(splits.test_images[i : i + batch_size])
+            y = ranks.shard(splits.test_labels[i : i + batch_size]).to(device)
+            if len(y):
+                logits = model(splits.normalize(x.to(device)))
+                loss += float(F.cross_entropy(logits, y, reduction="sum"))
+                correct += int((logits.argmax(1) == y).sum())
+                tally.add(model)
+                batches += 1
+    loss, correct, iters, batches, missed = ranks.sum([loss, correct, tally.fwd, batches, tally.missed])
+    return {"test_loss": loss / n, "test_acc": correct / n, "test_fwd_iters": iters / max(batches, 1),
+            "test_missed_solves": round(missed), "test_worst_residual": ranks.max(tally.worst)}
 
 
 def save_atomic(obj: Any, path: Path) -> None:
@@ -337,7 +379,8 @@ def _train(
         start = time.perf_counter()
         gen = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
         order = torch.randperm(n, generator=gen)
-        totals = {"loss": 0.0, "correct": 0, "fwd": 0.0, "bwd": 0.0}
+        totals = {"loss": 0.0, "correct": 0}
+        tally = _SolveTally()
         bar = tqdm(range(steps), desc=f"epoch {epoch}/{cfg.epochs}", leave=False,
                    disable=None if progress else True)  # None: shown on a terminal, not in logs
         every = max(1, steps // 10)
@@ -348,21 +391,22 @@ def _train(
                 images = random_crop_flip(images, cfg.augment_pad, cfg.augment_flip, gen)
             x = splits.normalize(ranks.shard(images))
             y = ranks.shard(splits.train_labels[idx]).to(device)
-            logits = model(x)
-            loss = F.cross_entropy(logits, y, reduction="sum") / len(idx)  # this rank's share of the mean
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            with _tallied_warnings():
+                logits = model(x)
+                loss = F.cross_entropy(logits, y, reduction="sum") / len(idx)  # this rank's share of the mean
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
             ranks.reduce_gradients(model)
             optimizer.step()
             if cfg.schedule == "one-cycle" and scheduler is not None:
                 scheduler.step()
-            fwd, bwd = _iterations(model)
+            fwd, bwd = tally.fwd, tally.bwd
+            tally.add(model)
             loss_value = float(loss.detach())
             totals["loss"] += loss_value * len(idx)
             totals["correct"] += int((logits.argmax(1) == y).sum())
-            totals["fwd"] += fwd
-            totals["bwd"] += bwd
-            bar.set_postfix(loss=f"{loss_value:.3f}", fwd=int(fwd), bwd=int(bwd), refresh=False)
+            bar.set_postfix(loss=f"{loss_value:.3f}", fwd=int(tally.fwd - fwd), bwd=int(tally.bwd - bwd),
+                            refresh=False)
             if progress and bar.disable and (step + 1) % every == 0 and step + 1 < steps:  # a log, not a tty
                 log(f"epoch {epoch:>3}/{cfg.epochs}  step {step + 1}/{steps}  "
                     f"train loss {ranks.world * totals['loss'] / ((step + 1) * len(idx)):.4f}  "
@@ -370,8 +414,8 @@ def _train(
         if cfg.schedule == "step" and scheduler is not None:
             scheduler.step()
         train_time = time.perf_counter() - start
-        loss_sum, correct, fwd_sum, bwd_sum = ranks.sum(
-            [totals["loss"], totals["correct"], totals["fwd"], totals["bwd"]]
+        loss_sum, correct, fwd_sum, bwd_sum, solves, missed = ranks.sum(
+            [totals["loss"], totals["correct"], tally.fwd, tally.bwd, tally.solves, tally.missed]
         )
         metrics = {
             "epoch": epoch,
@@ -379,6 +423,8 @@ def _train(
             "train_acc": correct / n,
             "fwd_iters": fwd_sum / (steps * ranks.world),
             "bwd_iters": bwd_sum / (steps * ranks.world),
+            "missed_solves": round(missed),
+            "worst_residual": ranks.max(tally.worst),
             **evaluate(model, splits, cfg.test_batch_size, device, ranks),
             "lr": optimizer.param_groups[0]["lr"],
             "epoch_time_s": train_time,
@@ -388,6 +434,11 @@ def _train(
             f"train acc {100 * metrics['train_acc']:.2f}%  test acc {100 * metrics['test_acc']:.2f}%  "
             f"iterations fwd {metrics['fwd_iters']:.1f} bwd {metrics['bwd_iters']:.1f}  "
             f"{metrics['epoch_time_s']:.1f} s")
+        if metrics["missed_solves"] or metrics["test_missed_solves"]:
+            log(f"epoch {epoch:>3}/{cfg.epochs}  {metrics['missed_solves']} of {round(solves)} training solves "
+                f"missed tol={cfg.tol:g} (worst residual {metrics['worst_residual']:.3g}), "
+                f"{metrics['test_missed_solves']} evaluation solves missed theirs "
+                f"(worst {metrics['test_worst_residual']:.3g}); raise --max-iter, or lower --lr")
         if out is not None:
             with (out / "metrics.jsonl").open("a") as f:
                 f.write(json.dumps(metrics) + "\n")
@@ -408,7 +459,8 @@ def _train(
 def residual_trace(model: nn.Module, splits: Splits, batch_size: int, device: torch.device) -> list[tuple]:
     """``(iteration, residual)`` of the forward solves of the first evaluation batch, one list per layer."""
     model.eval()
-    model(splits.normalize(splits.test_images[:batch_size].to(device)))
+    with _tallied_warnings():
+        model(splits.normalize(splits.test_images[:batch_size].to(device)))
     traces = []
     for layer in _equilibrium_layers(model):
         stats = layer.last_solve.forward if layer.last_solve else None
@@ -466,7 +518,7 @@ def plot_metrics(history: list[dict], path: Path, traces: list[tuple] = ()) -> N
     import matplotlib.pyplot as plt
 
     epochs = [h["epoch"] for h in history]
-    fig, axes = plt.subplots(1, 4, figsize=(17, 3.6))
+    fig, axes = plt.subplots(1, 5, figsize=(21, 3.6))
     axes[0].plot(epochs, [100 * h["train_acc"] for h in history], "o-", label="train")
     axes[0].plot(epochs, [100 * h["test_acc"] for h in history], "o-", label="test")
     axes[0].set(xlabel="epoch", ylabel="accuracy (%)", title="accuracy")
@@ -476,9 +528,13 @@ def plot_metrics(history: list[dict], path: Path, traces: list[tuple] = ()) -> N
     axes[2].plot(epochs, [h["fwd_iters"] for h in history], "o-", label="forward")
     axes[2].plot(epochs, [h["bwd_iters"] for h in history], "o-", label="backward")
     axes[2].set(xlabel="epoch", ylabel="iterations per batch", title="solver iterations")
+    axes[3].plot(epochs, [h.get("missed_solves", 0) for h in history], "o-", label="training")
+    axes[3].plot(epochs, [h.get("test_missed_solves", 0) for h in history], "o-", label="evaluation")
+    axes[3].set(xlabel="epoch", ylabel="solves per epoch", title="solves that missed their tolerance")
+    axes[3].set_ylim(bottom=0)
     for solver, its, res in traces:
-        axes[3].plot(its, res, "o-", label=solver)
-    axes[3].set(xlabel="iteration", ylabel="max relative residual", title="residual, one test batch", yscale="log")
+        axes[4].plot(its, res, "o-", label=solver)
+    axes[4].set(xlabel="iteration", ylabel="max relative residual", title="residual, one test batch", yscale="log")
     for ax in axes:
         ax.grid(alpha=0.3)
         if ax.get_legend_handles_labels()[0]:

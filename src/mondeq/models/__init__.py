@@ -40,6 +40,15 @@ def build_model(name: str, input_shape: tuple[int, ...], num_classes: int, **opt
     unknown = sorted(set(options) - set(params))
     if unknown:
         raise InputError(f"model {name!r} has no option(s) {unknown}")
+    channels = options.get("channels")
+    if channels is not None:
+        tiered = getattr(getattr(cls, "func", cls), "tiered", False)
+        if tiered and isinstance(channels, int):
+            raise InputError(f"model {name!r} has tiers: give one channel count per tier, e.g. --channels 16,32,32")
+        if not tiered and not isinstance(channels, int):
+            if len(channels) != 1:
+                raise InputError(f"model {name!r} has one channel count (--channels N), got {list(channels)}")
+            options = {**options, "channels": channels[0]}
     return cls(input_shape, num_classes, **options)
 
 

@@ -50,6 +50,9 @@ class MultiTierMonDEQ(nn.Module):
         activation, solver, backward, eval_solver: see :class:`~mondeq.layers.EquilibriumLayer`.
     """
 
+    tiered = True
+    """Its ``channels`` are one count per tier."""
+
     def __init__(
         self,
         input_shape: tuple[int, ...] = (1, 28, 28),

@@ -4,16 +4,27 @@ Anderson (type II) extrapolates the state ``x`` of the wrapped method from its l
 ``(xᵢ, gᵢ = T(xᵢ) − xᵢ)``: ``x̃ = Σ cᵢ (xᵢ + β gᵢ)`` with ``c`` minimising ``‖Σ cᵢ gᵢ‖`` subject to
 ``Σ cᵢ = 1`` (a small regularised least-squares problem per sample). The fixed point is unchanged.
 
-The guarantee of the wrapped method is kept by a safeguard applied per sample: an extrapolated point is
-kept only if its own residual is no larger than that of the last kept point, ``‖g(x̃)‖ ≤ ‖g(x_kept)‖``,
-and below the summable bound ``D‖g(x₀)‖(n + 1)^−(1+ε)`` of Zhang, O'Donoghue & Boyd (2020, "Globally
-convergent type-I Anderson acceleration for nonsmooth fixed-point iterations"; ``n`` = extrapolated points
-kept so far); otherwise the sample falls back to the plain step from its last kept point. The residual of
-the kept points never increases, the summable bound gives convergence, and a refused extrapolation costs
-one evaluation (with adversarial coefficients the tests see about twice the plain method's iterations).
-A least-squares system that is singular or gives
-coefficients larger than ``max_coefficient`` (ill-conditioned) is not used at all: the plain step is taken.
-No check synchronises with the device.
+The safeguard acts per sample (Zhang, O'Donoghue & Boyd 2020, "Globally convergent type-I Anderson
+acceleration for nonsmooth fixed-point iterations"). An extrapolated point is a candidate; it is kept only if
+its own residual is no larger than that of the kept point it was made from, ``‖g(x̃)‖ ≤ ‖g(x_kept)‖``, and
+below the summable bound ``D‖g(x₀)‖(n + 1)^−(1+ε)`` (``n`` = extrapolations kept so far); otherwise its sample
+takes the base step from its last kept point. A least-squares system that is singular or gives coefficients
+larger than ``max_coefficient`` (ill-conditioned) is not used at all: the base step is taken. No check
+synchronises with the device.
+
+What this guarantees, per sample, with ``T`` the base method's step and ``ρ < 1`` its contraction factor in
+the ℓ2 norm of its state (forward–backward with a safe step; Peaceman–Rachford and Douglas–Rachford on a
+strongly monotone ``I − W``):
+
+* Every point reported at a check or returned is a kept point, never a refused candidate: at a check, a
+  sample whose candidate was refused reports the kept point before it (the driver then returns each
+  sample's best checked point).
+* Along kept points ``‖g‖`` never increases: a kept candidate does not increase it, and a base step from a
+  kept point multiplies it by at most ``ρ`` (``‖g(Tx)‖ = ‖T(Tx) − T(x)‖ ≤ ρ‖g(x)‖``).
+* A refused candidate costs one evaluation and is followed by a base step, so with every extrapolation
+  refused the solve takes at most twice the base's iterations; kept ones cannot stall it either, since the
+  summable bound forces ``‖g‖ → 0`` along them. Hence the solve converges whenever the base does. This is
+  not a rate: an extrapolation that is kept but barely lowers ``‖g‖`` costs an iteration.
 """
 
 from __future__ import annotations
@@ -30,8 +41,6 @@ from ..errors import InputError
 from ..operators.base import FrozenOperator
 from .base import Iteration, Solver, Splitting
 
-_SAFEGUARD_D = 1e6
-_SAFEGUARD_EPS = 1e-6
 _TINY = torch.finfo(torch.float64).tiny
 
 
@@ -52,23 +61,35 @@ class _AndersonIteration(Iteration):
         self.kept = torch.zeros(batch, dtype=self.sdtype, device=x0.device)
         self.candidate = torch.zeros(batch, dtype=torch.bool, device=x0.device)
         self.fallback = x0
+        self.z_prev: Tensor | None = None
+        self.v_prev: Tensor | None = None
         self.bshape = (-1,) + (1,) * (x0.dim() - 1)
 
     def step(self, x: Tensor, check: bool) -> tuple[Tensor, Tensor | None, Tensor | None]:
         cfg = self.cfg
-        f, z, v = self.base.step(x, check)
+        # the candidate equilibrium of every step is kept for one step: if the next point is refused, it is
+        # the one reported
+        f, z, v = self.base.step(x, True)
         g = (f - x).flatten(1)
         gnorm = torch.linalg.vector_norm(g, dim=1, dtype=self.sdtype)
+        z_seen, v_seen = z, v
         if self.g0 is None or self.g_kept is None:
             self.g0 = self.g_kept = gnorm
             fallback = f
             ok = torch.ones_like(self.candidate)
         else:  # safeguard: keep an extrapolated point only if its residual is small enough
-            bound = (self.kept + 1.0).pow_(-(1.0 + _SAFEGUARD_EPS)).mul_(self.g0).mul_(_SAFEGUARD_D)
+            bound = (self.kept + 1.0).pow_(-(1.0 + cfg.safeguard_decay)).mul_(self.g0).mul_(cfg.safeguard_scale)
             ok = ~self.candidate | ((gnorm <= bound) & (gnorm <= self.g_kept))
             self.kept += self.candidate & ok
             self.g_kept = torch.where(ok, gnorm, self.g_kept)
             fallback = torch.where(ok.view(self.bshape), f, self.fallback)
+            if check:  # a refused point is not reported: its sample's last kept point (the previous one) is
+                assert z is not None and self.z_prev is not None
+                keep = ok.view(self.bshape)
+                z = torch.where(keep, z, self.z_prev)
+                if v is not None and self.v_prev is not None:
+                    v = torch.where(keep, v, self.v_prev)
+        self.z_prev, self.v_prev = z_seen, v_seen
 
         slot = self.count % cfg.memory
         self.count += 1
@@ -108,6 +129,7 @@ class Anderson(Solver):
         regularization: Tikhonov term of the least-squares system, relative to its scale.
         mixing: ``β`` in ``x̃ = Σ cᵢ(xᵢ + β gᵢ)``.
         max_coefficient: systems giving ``Σ|cᵢ|`` above this are treated as ill-conditioned.
+        safeguard_scale, safeguard_decay: ``D`` and ``ε`` of the summable bound ``D‖g₀‖(n + 1)^−(1+ε)``.
     """
 
     base: Splitting
@@ -115,6 +137,8 @@ class Anderson(Solver):
     regularization: float = 1e-8
     mixing: float = 1.0
     max_coefficient: float = 1e3
+    safeguard_scale: float = 1e6
+    safeguard_decay: float = 1e-6
 
     def __post_init__(self) -> None:
         if not isinstance(self.base, Splitting):
@@ -123,6 +147,8 @@ class Anderson(Solver):
             raise InputError(f"Anderson memory must be an integer ≥ 2 (points kept), got {self.memory}")
         if not self.regularization >= 0 or not self.max_coefficient > 0:
             raise InputError("Anderson needs regularization ≥ 0 and max_coefficient > 0")
+        if not self.safeguard_scale > 0 or not self.safeguard_decay > 0:
+            raise InputError("Anderson needs safeguard_scale > 0 and safeguard_decay > 0")
         if not 0.0 < self.mixing <= 1.0:
             raise InputError(f"Anderson mixing must be in (0, 1], got {self.mixing}")
 

@@ -2,10 +2,11 @@
 
 A solver is an immutable configuration object. :meth:`Solver.solve` builds a one-solve
 :class:`Iteration` (which precomputes what it needs: a step size, a resolvent), then runs it, checking the
-per-sample fixed-point residual ``‖z − σ(Wz + y)‖ / (‖z‖ + ε‖y‖)`` every ``check_every`` iterations (one
-device synchronisation per check). Each iteration also yields the candidate equilibrium ``z`` and its
-pre-activation ``Wz + y``, so the residual is exact at the point that is returned. Checks are scheduled
-where the observed linear rate predicts convergence unless ``check_every`` fixes them.
+per-sample fixed-point residual ``‖z − σ(Wz + y)‖ / (‖z‖ + ε‖y‖)`` every ``check_every`` iterations (a few
+device synchronisations per check). Each iteration also yields the candidate equilibrium ``z`` and its
+pre-activation ``Wz + y``; each sample's returned point is its checked point of smallest residual, exact
+there. Checks are scheduled where the observed linear rate predicts convergence unless ``check_every``
+fixes them; a solve whose residual stops decreasing stops early and says so.
 """
 
 from __future__ import annotations
@@ -41,11 +42,12 @@ class SolverStats:
     Attributes:
         solver: the solver's name.
         iterations: iterations run (operator evaluations).
-        residual: the relative fixed-point residual of each sample at the returned point.
-        residual_trace: the largest residual over the batch at each check, in order (one entry per check,
-            never padded).
+        residual: the relative fixed-point residual of each sample at the returned point (exact).
+        residual_trace: the largest residual over the batch at each check's point, in order (one entry per
+            check, never padded; an estimate where the iteration gives one and no exact check was needed).
         checked_at: the iteration of each check.
         converged: whether every sample reached the tolerance.
+        stalled: whether the solve stopped early because its residual stopped decreasing.
         time_s: wall time of the solve, set-up included.
         alpha: the step size used.
     """
@@ -58,11 +60,12 @@ class SolverStats:
     converged: bool
     time_s: float
     alpha: float
+    stalled: bool = False
 
     @property
     def max_residual(self) -> float:
         """The largest per-sample residual at the returned point."""
-        return self.residual_trace[-1]
+        return float(self.residual.max())
 
     def __repr__(self) -> str:
         return (
@@ -86,7 +89,9 @@ class Iteration(ABC):
     ``step(x, check)`` returns ``T(x)`` and, when ``check`` is true, the candidate equilibrium ``z`` read
     from ``x`` with its pre-activation ``Wz + y`` or an estimate of it that costs no product (else
     ``None``: the driver applies ``W``). The driver confirms a residual computed from an estimate with the
-    exact product before it stops. With ``check`` false the last two may be ``None``.
+    exact product before it stops. With ``check`` false the last two may be ``None``. The driver may keep
+    ``z`` and ``v`` (the best point so far) while the iteration goes on: a step never writes into tensors
+    it returned before.
     """
 
     x0: Tensor
@@ -118,11 +123,18 @@ class Solver(ABC):
     def solve(self, op: FrozenOperator, act: Activation, y: Tensor) -> Solution:
         """Solve ``z = σ(Wz + y)`` for every sample of ``y`` and report how it went.
 
+        Each sample's returned point is the checked point with its smallest residual, measured exactly
+        (with ``W``) at that point. The solve stops when every sample has a point within ``tol``, at
+        ``max_iter``, or when it stalls: for ``max(100, j/2)`` iterations since iteration ``j``, no sample
+        above ``tol`` has taken a shorter step ``‖T(x) − x‖`` than before (the base methods contract their
+        state, so in exact arithmetic each step is shorter than the last: a tolerance below what the working
+        precision allows, or an iteration that no longer progresses).
+
         Raises:
             InputError: ``y`` has the wrong shape or holds NaN/Inf.
             ConvergenceError: the residual became non-finite, or (``strict``) the tolerance was not met.
         Warns:
-            ConvergenceWarning: the tolerance was not met within ``max_iter`` (non-strict).
+            ConvergenceWarning: the tolerance was not met (``max_iter`` reached, or a stall; non-strict).
         """
         check_shape(y, op.shape, "y")
         if y.dtype != op.dtype or y.device != op.device:
@@ -135,61 +147,125 @@ class Solver(ABC):
         floor = residual_floor(y.detach())
         tol, max_iter = self.tol, self.max_iter
         x, trace, checked = it.x0, [], []
-        z = v = res = None
+        best: _Best | None = None
+        shortest: Tensor | None = None  # per sample, the smallest state step ‖T(x) − x‖ seen at a check
+        progress_at, stalled = 0, False
         # the first iterate says little (z₀ = 0): the first check comes after two iterations
         next_check, k, estimates = self.check_every or 2, 0, not it.exact_pre_activation
         for k in range(1, max_iter + 1):
             check = k == next_check or k == max_iter
-            x_next, z_k, v_k = it.step(x, check)
+            x_next, z, v = it.step(x, check)
             if check:
-                assert z_k is not None
-                estimated = v_k is not None and not it.exact_pre_activation
-                if v_k is None or (estimated and not estimates):
-                    v_k, estimated = op.W(z_k, add=y), False
-                z, v = z_k, v_k
+                assert z is not None
+                estimated = v is not None and not it.exact_pre_activation
+                if v is None or (estimated and not estimates):
+                    v, estimated = op.W(z, add=y), False
                 res = _residual_at(z, v, act, floor)
-                worst = float(res.max())
-                if estimated and (worst <= tol or k == max_iter):
-                    v = op.W(z, add=y)  # confirm with the exact product: the reported residual is exact
-                    res = _residual_at(z, v, act, floor)
-                    worst = float(res.max())
-                trace.append(worst)
-                checked.append(k)
-                if worst <= tol:
-                    break
+                step = _step_norm(x_next, x)
+                worst, seen, better, progressed = _summary(res, best, step, shortest, tol)
                 if not math.isfinite(worst):
                     check_finite(y, "y (the input term of the equilibrium)")
                     raise ConvergenceError(
                         f"{self.name}: the residual became {worst} at iteration {k} although the input is "
                         "finite; the iteration overflowed"
                     )
+                shortest = step if shortest is None else torch.minimum(step, shortest)
+                if progressed:
+                    progress_at = k
+                stalled = k - progress_at >= max(_STALL_ITERATIONS, progress_at // 2)
+                if estimated and (seen <= tol or k == max_iter or stalled):
+                    # confirm with the exact product: the residuals reported are exact
+                    v, estimated = op.W(z, add=y), False
+                    res = _residual_at(z, v, act, floor)
+                    worst, seen, better, _ = _summary(res, best, step, None, tol)
+                trace.append(worst)
+                checked.append(k)
+                if not estimated:
+                    best = _Best(z, v, res) if best is None else best.merge(z, v, res, better)
+                    if seen <= tol or k == max_iter or stalled:
+                        break
                 rate = _rate(trace, checked)
                 if rate is not None and rate > 0.95:
                     estimates = False  # slow or stalled: round-off in an estimate must not hide convergence
-                gap = self.check_every or _predicted_gap(rate, trace[-1], tol)
+                gap = self.check_every or _predicted_gap(rate, worst, tol)
                 next_check = k + gap
             x = x_next
-        assert z is not None and v is not None and res is not None
-        converged = trace[-1] <= tol
+        assert best is not None
+        best_worst = float(best.res.max())
+        converged = best_worst <= tol
         stats = SolverStats(
             solver=self.name,
             iterations=k,
-            residual=res,
+            residual=best.res,
             residual_trace=tuple(trace),
             checked_at=tuple(checked),
             converged=converged,
+            stalled=stalled and not converged,
             time_s=time.perf_counter() - start,
             alpha=it.alpha,
         )
         if not converged:
-            msg = (
-                f"{self.name} stopped at max_iter={max_iter} with residual {trace[-1]:.3g} > "
-                f"tol={tol:g}; raise max_iter or tol"
-            )
+            if stats.stalled:
+                msg = (
+                    f"{self.name} stalled at residual {best_worst:.3g} > tol={tol:g}: its steps stopped "
+                    f"shrinking at iteration {progress_at} (stopped at {k}); tol is likely below what "
+                    f"{str(y.dtype).removeprefix('torch.')} round-off allows for this problem: raise tol"
+                )
+            else:
+                msg = (
+                    f"{self.name} stopped at max_iter={max_iter} with residual {best_worst:.3g} > "
+                    f"tol={tol:g}; raise max_iter or tol"
+                )
             if self.strict:
                 raise ConvergenceError(msg)
             warnings.warn(msg, ConvergenceWarning, stacklevel=2)
-        return Solution(z, v, stats)
+        return Solution(best.z, best.v, stats)
+
+
+_STALL_ITERATIONS = 100
+"""A solve stalls when, for ``max(this, j/2)`` iterations since iteration ``j``, no sample above the tolerance
+has taken a shorter step ``‖T(x) − x‖`` than before. The base methods are contractions of their state, so in
+exact arithmetic every step is shorter than the last; when none is for that long, round-off dominates."""
+
+
+@dataclass(frozen=True)
+class _Best:
+    """Per sample, the checked point with the smallest exact residual so far, with its pre-activation."""
+
+    z: Tensor
+    v: Tensor
+    res: Tensor
+
+    def merge(self, z: Tensor, v: Tensor, res: Tensor, better: int) -> _Best:
+        """The best of this and the point ``z`` with residuals ``res``, ``better`` of which are smaller."""
+        if better == res.numel():  # the usual case: no copy
+            return _Best(z, v, res)
+        if better == 0:
+            return self
+        new = res < self.res
+        mask = new.view((-1,) + (1,) * (z.dim() - 1))
+        return _Best(torch.where(mask, z, self.z), torch.where(mask, v, self.v), torch.where(new, res, self.res))
+
+
+def _step_norm(x_next: Tensor, x: Tensor) -> Tensor:
+    """Per-sample ``‖T(x) − x‖`` of the iteration's state (a statistic: never part of a graph)."""
+    with torch.no_grad():
+        return torch.linalg.vector_norm((x_next - x).flatten(1), dim=1)
+
+
+def _summary(
+    res: Tensor, best: _Best | None, step: Tensor, shortest: Tensor | None, tol: float
+) -> tuple[float, float, int, bool]:
+    """With one device synchronisation: the largest residual of ``res``; the largest per-sample best residual
+    once ``res`` is merged into ``best``; how many samples ``res`` improves; and whether a sample still
+    above ``tol`` took a step shorter than any before (``shortest``; ``None``: it did)."""
+    merged, new = (res, torch.ones_like(res, dtype=torch.bool)) if best is None else (
+        torch.where(res < best.res, res, best.res), res < best.res)
+    shorter = torch.ones_like(new) if shortest is None else step < shortest
+    progressed = (shorter & (merged > tol)).any()
+    summary = torch.stack((res.max(), merged.max(), new.sum().to(res.dtype), progressed.to(res.dtype)))
+    worst, seen, better, flag = summary.tolist()
+    return worst, seen, round(better), flag > 0
 
 
 def _rate(trace: list[float], checked: list[int]) -> float | None:

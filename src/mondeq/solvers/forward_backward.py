@@ -41,7 +41,16 @@ class ForwardBackward(Splitting):
         return _ForwardBackwardIteration(op, act, y, self.safe_alpha(op))
 
     def safe_alpha(self, op: FrozenOperator) -> float:
-        """The step for ``op``: ``m/L²`` by default; a given one must be below ``2m/L²``."""
+        """The step for ``op``: ``m/L²`` by default; a given one must be below ``2m/L²``.
+
+        Raises:
+            UnsafeStepError: ``op`` is not proved strongly monotone (``m ≤ 0``), or ``alpha ≥ 2m/L²``.
+        """
+        if not op.m > 0:
+            raise UnsafeStepError(
+                f"forward-backward needs a strongly monotone I − W (m > 0) for its guarantee, got m={op.m:g}; "
+                "use an operator with m > 0"
+            )
         bound = 2.0 * op.m / op.lipschitz**2
         if self.alpha is None:
             return bound / 2.0
