@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test bench lint clean
+.PHONY: demo test test-kernels bench lint clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,6 +18,17 @@ demo: $(STAMP)  ## train the default model (fully connected monDEQ) on the embed
 
 test: $(STAMP)  ## the whole test suite
 	$(BIN)/python -m pytest -q
+
+# The numerical tests once more under a second set of CPU kernels (avx2 where PyTorch picks AVX-512,
+# else the portable default), so that a test that only passes by the round-off of one set fails everywhere.
+NUMERICAL := tests/test_activations.py tests/test_operators.py tests/test_solvers.py tests/test_anderson.py \
+             tests/test_gradients.py tests/test_conv.py tests/test_multitier.py
+test-kernels: $(STAMP)
+	@cap=$$($(BIN)/python -c "import torch; print(torch.backends.cpu.get_cpu_capability())"); \
+	second=$$([ "$$cap" = AVX512 ] && echo avx2 || echo default); \
+	echo "numerical tests under ATEN_CPU_CAPABILITY=$$second (PyTorch's own choice here: $$cap)"; \
+	ATEN_CPU_CAPABILITY=$$second $(BIN)/python -c "import torch; print('  kernels in use:', torch.backends.cpu.get_cpu_capability())"; \
+	ATEN_CPU_CAPABILITY=$$second $(BIN)/python -m pytest -q $(NUMERICAL)
 
 bench: $(STAMP)  ## solver benchmark of the MNIST-sized fully connected model
 	$(BIN)/python benchmarks/bench_fc.py

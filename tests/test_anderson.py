@@ -3,9 +3,11 @@ reports a point its safeguard refused, and its summable bound binds."""
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 import torch
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 import mondeq
@@ -37,16 +39,20 @@ def _conv_problem(seed: int, scale: float, dtype: torch.dtype):
 
 
 def _compare(op, y, base_name: str, tol: float) -> None:
+    """Where the base method reaches ``tol`` (float32 cannot always reach 1e-6: a sample whose equilibrium
+    is nearly zero has a floor of about ``eps·‖y‖/(10⁻²‖y‖) ≈ 1e-5``), Anderson reaches it too."""
     base = BASES[base_name](tol=tol, max_iter=20_000)
-    plain = mondeq.solve(op, ReLU(), y, base)
-    assert plain.stats.converged, plain.stats
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", mondeq.ConvergenceWarning)
+        plain = mondeq.solve(op, ReLU(), y, base)
+    assume(plain.stats.converged)
     fast = mondeq.solve(op, ReLU(), y, Anderson(base))
     assert fast.stats.converged and fast.stats.max_residual <= tol, (plain.stats, fast.stats)
     # each refused extrapolation is followed by a base step: at most about twice the base's iterations
     assert fast.stats.iterations <= 2 * plain.stats.iterations + 10, (plain.stats, fast.stats)
 
 
-@settings(max_examples=12, deadline=None)
+@settings(max_examples=12, deadline=None, derandomize=True)
 @given(base=st.sampled_from(sorted(BASES)), dtype=st.sampled_from(list(PRECISIONS)), seed=st.integers(0, 10**6),
        n=st.integers(4, 30), scale=st.sampled_from([0.1, 1.0, 3.0]))
 def test_anderson_reaches_every_tolerance_its_base_reaches_dense(base, dtype, seed, n, scale) -> None:
@@ -54,7 +60,7 @@ def test_anderson_reaches_every_tolerance_its_base_reaches_dense(base, dtype, se
     _compare(op, y, base, PRECISIONS[dtype])
 
 
-@settings(max_examples=6, deadline=None)
+@settings(max_examples=6, deadline=None, derandomize=True)
 @given(base=st.sampled_from(sorted(BASES)), dtype=st.sampled_from(list(PRECISIONS)), seed=st.integers(0, 10**6),
        scale=st.sampled_from([0.3, 1.0]))
 def test_anderson_reaches_every_tolerance_its_base_reaches_conv(base, dtype, seed, scale) -> None:

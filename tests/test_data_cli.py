@@ -16,7 +16,7 @@ import torch
 from mondeq.cli import main
 from mondeq.data import load_dataset, random_crop_flip, read_idx
 from mondeq.errors import InputError
-from mondeq.train import TrainConfig, train
+from mondeq.train import TrainConfig, build_from_config, train
 
 
 def _write_idx(path: Path, array: np.ndarray, compress: bool) -> None:
@@ -357,10 +357,12 @@ def test_bench_command(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_torchrun_two_processes_match_one(tmp_path: Path) -> None:
-    """Data parallel on 2 CPU processes (gloo) against one process with the same global batch: equal up to
-    the solver tolerance (Adam's nearly sign-like first steps turn that into ~lr differences of weights)."""
+    """Data parallel on 2 CPU processes (gloo) against one process with the same global batch. Plain SGD
+    makes the weight update a sum of the gradients, so a wrong scale of the reduced gradients shows in full
+    (×2 gives a relative difference of about 1); sharding and the solver tolerance 1e-5 account for ~1e-4."""
     args = ["train", "--epochs", "2", "--train-subset", "384", "--test-subset", "96", "--batch-size", "64",
-            "--augment-pad", "1", "--no-progress", "--seed", "4", "--tol", "1e-5", "--eval-tol", "1e-5"]
+            "--augment-pad", "1", "--no-progress", "--seed", "4", "--tol", "1e-5", "--eval-tol", "1e-5",
+            "--optimizer", "sgd", "--lr", "0.05"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     subprocess.run([sys.executable, "-m", "mondeq.cli", *args, "--out", str(tmp_path / "one")], env=env,
                    check=True, capture_output=True, timeout=300)
@@ -374,11 +376,17 @@ def test_torchrun_two_processes_match_one(tmp_path: Path) -> None:
     assert len(one) == len(two) == 2
     for a, b in zip(one, two, strict=True):
         for key in ("train_loss", "test_loss"):
-            assert b[key] == pytest.approx(a[key], rel=1e-4)
-        assert b["test_acc"] == a["test_acc"] and b["train_acc"] == pytest.approx(a["train_acc"], abs=1 / 384)
+            assert b[key] == pytest.approx(a[key], rel=1e-3)
+    cfg = TrainConfig(**json.loads((tmp_path / "one" / "config.json").read_text()))
+    splits = load_dataset(cfg.dataset, train_subset=cfg.train_subset, test_subset=cfg.test_subset, subset_seed=4)
+    torch.manual_seed(cfg.seed)
+    start = build_from_config(cfg, splits).state_dict()
     wa = torch.load(tmp_path / "one" / "checkpoint.pt", weights_only=True)["model"]
     wb = torch.load(tmp_path / "two" / "checkpoint.pt", weights_only=True)["model"]
-    assert max(float((wa[k] - wb[k]).abs().max()) for k in wa) < 3e-3
+    moved = torch.cat([(wa[k] - start[k]).flatten() for k in wa])
+    apart = torch.cat([(wb[k] - wa[k]).flatten() for k in wa])
+    assert float(moved.norm()) > 1e-2  # the weights did move
+    assert float(apart.norm() / moved.norm()) < 1e-2
 
 
 def test_progress_lines_in_a_log_and_a_figure_every_epoch(tmp_path: Path) -> None:

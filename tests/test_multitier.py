@@ -101,13 +101,13 @@ def test_gradcheck_through_the_multitier_model() -> None:
     assert gradcheck_module(model, torch.randn(2, 1, 4, 4, dtype=torch.float64))
 
 
-@pytest.mark.parametrize("solver,channels,size", [
-    (PeacemanRachford(tol=1e-12, max_iter=3000), (1, 2, 1), (8, 8)),
-    (ForwardBackward(tol=1e-11, max_iter=20_000), (1, 1), (4, 4)),
+@pytest.mark.parametrize("solver,channels,size,scale", [
+    (PeacemanRachford(tol=1e-12, max_iter=3000), (1, 2, 1), (8, 8), 1.0),
+    (ForwardBackward(tol=1e-11, max_iter=20_000), (1, 1), (4, 4), 0.1),  # ‖I − W‖ nearer m: 7× fewer iterations
 ], ids=["pr", "fb"])
-def test_gradcheck_through_the_multitier_operator(solver, channels, size) -> None:
+def test_gradcheck_through_the_multitier_operator(solver, channels, size, scale) -> None:
     """Gradients in the input term and every operator parameter (1 × 1 kernels keep it cheap)."""
-    net = _Equilibrium(_operator(channels, size, 1, seed=5), solver)
+    net = _Equilibrium(_operator(channels, size, 1, seed=5, scale=scale), solver)
     assert gradcheck_module(net, torch.randn(1, net.op.shape[0], dtype=torch.float64))
 
 

@@ -40,6 +40,7 @@ class TrainConfig:
     batch_size: int = 128
     test_batch_size: int = 400
     lr: float = 1e-3
+    optimizer: str = "adam"
     schedule: str = "step"
     lr_step: int | None = 30
     lr_gamma: float = 0.1
@@ -76,6 +77,8 @@ class TrainConfig:
         for name in ("weight_decay", "augment_pad"):
             if getattr(self, name) < 0:
                 raise InputError(f"--{name.replace('_', '-')} must be ≥ 0, got {getattr(self, name)}")
+        if self.optimizer not in ("adam", "sgd"):
+            raise InputError(f"--optimizer must be adam or sgd, got {self.optimizer!r}")
         if self.schedule not in ("step", "one-cycle"):
             raise InputError(f"--schedule must be step or one-cycle, got {self.schedule!r}")
         for name in ("eval_tol", "eval_alpha", "alpha"):
@@ -336,9 +339,13 @@ def _train(
     torch.manual_seed(cfg.seed)
     model = build_from_config(cfg, splits).to(device)
     ranks.broadcast(model)
-    optimizer = torch.optim.Adam(
-        model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, fused=device.type in ("cpu", "cuda")
-    )
+    optimizer: torch.optim.Optimizer
+    if cfg.optimizer == "sgd":
+        optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    else:
+        optimizer = torch.optim.Adam(
+            model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, fused=device.type in ("cpu", "cuda")
+        )
     n = len(splits.train_labels)
     steps = math.ceil(n / cfg.batch_size)
     scheduler: torch.optim.lr_scheduler.LRScheduler | None = None

@@ -22,14 +22,16 @@ class DenseResolvent(Resolvent):
     """``(I + α(I − W))⁻¹`` as an explicit matrix, inverted once.
 
     The matrix is provably well conditioned: its singular values lie in ``[1 + αm, 1 + αL]``, so an
-    explicit inverse (in the working precision) loses nothing against a triangular solve and is applied
-    as one matrix product.
+    explicit inverse loses nothing against a triangular solve and is applied as one matrix product. It is
+    inverted in float64 and rounded once to the working precision, so each entry is the float32 (say)
+    nearest the float64 inverse.
     """
 
     def __init__(self, weight: Tensor, alpha: float) -> None:
         super().__init__(alpha)
-        eye = torch.eye(weight.shape[0], dtype=weight.dtype, device=weight.device)
-        self.matrix = torch.linalg.inv((1.0 + alpha) * eye - alpha * weight)
+        w = weight.to(torch.float64)
+        eye = torch.eye(w.shape[0], dtype=w.dtype, device=w.device)
+        self.matrix = torch.linalg.inv((1.0 + alpha) * eye - alpha * w).to(weight.dtype)
         self._matrix_t = self.matrix.T
 
     def apply(self, v: Tensor, add: Tensor | None = None) -> Tensor:
