@@ -13,7 +13,7 @@ import pytest
 import torch
 
 import mondeq
-from mondeq import DenseMonotone, Diagonal, PeacemanRachford, ReLU
+from mondeq import Anderson, DenseMonotone, Diagonal, DouglasRachford, ForwardBackward, PeacemanRachford, ReLU
 
 
 def _saved_bytes(fn) -> int:
@@ -84,8 +84,17 @@ def _heap_in_use():
     return in_use
 
 
+SOLVERS = {
+    "pr": lambda tol: PeacemanRachford(tol=tol),
+    "dr": lambda tol: DouglasRachford(tol=tol, max_iter=2000),
+    "fb": lambda tol: ForwardBackward(tol=tol, max_iter=20_000),
+    "pr+anderson": lambda tol: Anderson(PeacemanRachford(tol=tol)),
+}
+
+
 @pytest.mark.skipif(_heap_in_use() is None, reason="needs glibc's mallinfo2")
-def test_peak_heap_does_not_grow_with_iterations(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("name", list(SOLVERS))
+def test_peak_heap_does_not_grow_with_iterations(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
     in_use = _heap_in_use()
     samples: list[int] = []
 
@@ -108,7 +117,7 @@ def test_peak_heap_does_not_grow_with_iterations(monkeypatch: pytest.MonkeyPatch
         samples.clear()
         base = in_use()
         record = mondeq.SolveRecord()
-        z = mondeq.equilibrium(op, Sampling(), y, PeacemanRachford(tol=tol), record=record)
+        z = mondeq.equilibrium(op, Sampling(), y, SOLVERS[name](tol), record=record)
         z.square().sum().backward()
         y.grad = None
         peaks.append(max(samples) - base)
