@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test test-kernels bench lint clean
+.PHONY: demo test test-kernels bench lint mutate clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,9 @@ test-kernels: $(STAMP)
 
 bench: $(STAMP)  ## solver benchmark of the MNIST-sized fully connected model
 	$(BIN)/python benchmarks/bench_fc.py
+
+mutate: $(STAMP)  ## mutation testing of the core (hours; not part of CI): tools/mutate.sh, report in runs/mutation/
+	tools/mutate.sh
 
 lint: $(STAMP)
 	$(BIN)/pip install --quiet ruff

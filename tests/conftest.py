@@ -53,3 +53,16 @@ def gradcheck_module(module: torch.nn.Module, x: Tensor) -> bool:
         return torch.func.functional_call(module, dict(zip(names, ps, strict=True)), (x,))
 
     return torch.autograd.gradcheck(f, (x.detach().requires_grad_(), *params), atol=1e-6, rtol=1e-4)
+
+
+def assert_vjp_matches_autograd(op, z: Tensor, u: Tensor, atol: float, rtol: float) -> None:
+    """An operator's own ``vjp`` against autograd through its ``apply_W`` (the base class's vjp), for every
+    tensor ``W`` depends on."""
+    from mondeq import MonotoneOperator
+
+    tensors = op.tensors()
+    need = [True] * len(tensors)
+    fast = op.vjp(tensors, z, u, need)
+    ref = MonotoneOperator.vjp(op, tensors, z, u, need)
+    for a, b in zip(fast, ref, strict=True):
+        torch.testing.assert_close(a, b, atol=atol, rtol=rtol)

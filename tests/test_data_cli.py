@@ -274,8 +274,14 @@ def _quiet(_: str) -> None:
     pass
 
 
-def test_resume_continues_bit_for_bit(tmp_path: Path) -> None:
-    cfg = dict(epochs=3, train_subset=256, test_subset=64, seed=3, lr_step=1, batch_size=64)
+@pytest.mark.parametrize("variant", [
+    {},
+    {"schedule": "one-cycle", "lr": 1e-2},
+    {"model": "conv", "channels": 3, "train_subset": 64, "test_subset": 32, "batch_size": 32},
+    {"anderson": True, "solver": "dr"},
+], ids=["step", "one-cycle", "conv", "anderson"])
+def test_resume_continues_bit_for_bit(tmp_path: Path, variant: dict) -> None:
+    cfg = {**dict(epochs=3, train_subset=256, test_subset=64, seed=3, lr_step=1, batch_size=64), **variant}
     full = train(TrainConfig(**cfg, out=str(tmp_path / "a")), progress=False, log=_quiet)
     train(TrainConfig(**{**cfg, "epochs": 1}, out=str(tmp_path / "b")), progress=False, log=_quiet)
     resumed = train(TrainConfig(**cfg, out=str(tmp_path / "b")), progress=False, log=_quiet, resume=True)

@@ -13,7 +13,17 @@ import pytest
 import torch
 
 import mondeq
-from mondeq import Anderson, DenseMonotone, Diagonal, DouglasRachford, ForwardBackward, PeacemanRachford, ReLU
+from mondeq import (
+    Anderson,
+    ConvMonotone,
+    DenseMonotone,
+    Diagonal,
+    DouglasRachford,
+    ForwardBackward,
+    MultiTierMonotone,
+    PeacemanRachford,
+    ReLU,
+)
 
 
 def _saved_bytes(fn) -> int:
@@ -30,10 +40,15 @@ def _saved_bytes(fn) -> int:
     return total
 
 
-def _problem():
+def _problem(kind: str = "dense"):
     torch.manual_seed(0)
-    op = DenseMonotone(256, dtype=torch.float64)
-    y = torch.randn(64, 256, dtype=torch.float64, requires_grad=True)
+    if kind == "conv":
+        op = ConvMonotone(8, (16, 16), 3, dtype=torch.float64)
+    elif kind == "multitier":
+        op = MultiTierMonotone((4, 8), (16, 16), 3, dtype=torch.float64)
+    else:
+        op = DenseMonotone(256, dtype=torch.float64)
+    y = torch.randn(16 if kind != "dense" else 64, *op.shape, dtype=torch.float64, requires_grad=True)
     return op, y
 
 
@@ -93,8 +108,8 @@ SOLVERS = {
 
 
 @pytest.mark.skipif(_heap_in_use() is None, reason="needs glibc's mallinfo2")
-@pytest.mark.parametrize("name", list(SOLVERS))
-def test_peak_heap_does_not_grow_with_iterations(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("name,kind", [(name, "dense") for name in SOLVERS] + [("pr", "conv"), ("pr", "multitier")])
+def test_peak_heap_does_not_grow_with_iterations(name: str, kind: str, monkeypatch: pytest.MonkeyPatch) -> None:
     in_use = _heap_in_use()
     samples: list[int] = []
 
@@ -110,7 +125,7 @@ def test_peak_heap_does_not_grow_with_iterations(name: str, monkeypatch: pytest.
         return diagonal_prox(self, v, alpha)
 
     monkeypatch.setattr(Diagonal, "prox", sampling_diagonal)
-    op, y = _problem()
+    op, y = _problem(kind)
     op.frozen().resolvent(1.0)  # factorise outside the measurement
     peaks, iters = [], []
     for tol in (1e-2, 1e-12, 1e-2, 1e-12):

@@ -6,7 +6,7 @@ per-sample fixed-point residual ``‖z − σ(Wz + y)‖ / (‖z‖ + ε‖y‖)
 device synchronisations per check). Each iteration also yields the candidate equilibrium ``z`` and its
 pre-activation ``Wz + y``; each sample's returned point is its checked point of smallest residual, exact
 there. Checks are scheduled where the observed linear rate predicts convergence unless ``check_every``
-fixes them; a solve whose residual stops decreasing stops early and says so.
+fixes them; a solve whose iteration stops progressing (its steps stop shrinking) ends early and says so.
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ class SolverStats:
             check, never padded; an estimate where the iteration gives one and no exact check was needed).
         checked_at: the iteration of each check.
         converged: whether every sample reached the tolerance.
-        stalled: whether the solve stopped early because its residual stopped decreasing.
+        stalled: whether the solve stopped early, its steps no longer shrinking (a tolerance out of reach).
         time_s: wall time of the solve, set-up included.
         alpha: the step size used.
     """
