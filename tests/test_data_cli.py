@@ -283,7 +283,17 @@ def _quiet(_: str) -> None:
 def test_resume_continues_bit_for_bit(tmp_path: Path, variant: dict) -> None:
     cfg = {**dict(epochs=3, train_subset=256, test_subset=64, seed=3, lr_step=1, batch_size=64), **variant}
     full = train(TrainConfig(**cfg, out=str(tmp_path / "a")), progress=False, log=_quiet)
-    train(TrainConfig(**{**cfg, "epochs": 1}, out=str(tmp_path / "b")), progress=False, log=_quiet)
+    if cfg.get("schedule") == "one-cycle":  # a fixed schedule: stopped during epoch 2 of the same run
+
+        def stop_in_epoch_2(line: str) -> None:
+            if line.startswith("epoch   2/3  step"):
+                raise KeyboardInterrupt
+
+        with pytest.raises(KeyboardInterrupt):
+            train(TrainConfig(**cfg, out=str(tmp_path / "b")), progress=True, log=stop_in_epoch_2)
+    else:  # a step schedule also grows: 1 epoch, then continued to 3
+        train(TrainConfig(**{**cfg, "epochs": 1}, out=str(tmp_path / "b")), progress=False, log=_quiet)
+    assert len((tmp_path / "b" / "metrics.jsonl").read_text().splitlines()) == 1
     resumed = train(TrainConfig(**cfg, out=str(tmp_path / "b")), progress=False, log=_quiet, resume=True)
 
     def strip(rows):
