@@ -198,17 +198,16 @@ class _SolveTally:
         """Count the solves of the model's last call (and of its backward pass, once it has run)."""
         for layer in _equilibrium_layers(model):
             rec = layer.last_solve
-            for stats, backward in ((rec.forward, False), (rec.backward, True)) if rec is not None else ():
-                if stats is None:
-                    continue
-                if backward:
-                    self.bwd += stats.iterations
-                else:
-                    self.fwd += stats.iterations
-                self.solves += 1
-                if not stats.converged:
-                    self.missed += 1
-                    self.worst = max(self.worst, stats.max_residual)
+            if rec is None:
+                continue
+            self.fwd += rec.forward.iterations if rec.forward is not None else 0
+            self.bwd += rec.backward.iterations if rec.backward is not None else 0
+            for stats in (rec.forward, rec.backward):
+                if stats is not None:
+                    self.solves += 1
+                    if not stats.converged:
+                        self.missed += 1
+                        self.worst = max(self.worst, stats.max_residual)
 
 
 @contextlib.contextmanager
