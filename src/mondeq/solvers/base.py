@@ -124,7 +124,8 @@ class Solver(ABC):
         """Solve ``z = σ(Wz + y)`` for every sample of ``y`` and report how it went.
 
         Each sample's returned point is the checked point with its smallest residual, measured exactly
-        (with ``W``) at that point. The solve stops when every sample has a point within ``tol``, at
+        (with ``W``) at that point (in the first 50 iterations, where no stall can be declared yet, simply the
+        last exact check: short solves pay no bookkeeping). The solve stops when every sample has a point within ``tol``, at
         ``max_iter``, or when it stalls: for ``max(100, j/2)`` iterations since iteration ``j``, no sample
         above ``tol`` has taken a shorter step ``‖T(x) − x‖`` than before (the base methods contract their
         state, so in exact arithmetic each step is shorter than the last: a tolerance below what the working
@@ -161,15 +162,18 @@ class Solver(ABC):
                 if v is None or (estimated and not estimates):
                     v, estimated = op.W(z, add=y), False
                 res = _residual_at(z, v, act, floor)
-                step = _step_norm(x_next, x)
-                worst, seen, better, progressed = _summary(res, best, step, shortest, tol)
+                # a short solve keeps its latest exact check as the best and cannot stall yet: no bookkeeping
+                tracked = best if k >= _STALL_ITERATIONS // 2 else None
+                step = None if tracked is None else _step_norm(x_next, x)
+                worst, seen, better, progressed = _summary(res, tracked, step, shortest, tol)
                 if not math.isfinite(worst):
                     check_finite(y, "y (the input term of the equilibrium)")
                     raise ConvergenceError(
                         f"{self.name}: the residual became {worst} at iteration {k} although the input is "
                         "finite; the iteration overflowed"
                     )
-                shortest = step if shortest is None else torch.minimum(step, shortest)
+                if step is not None:
+                    shortest = step if shortest is None else torch.minimum(step, shortest)
                 if progressed:
                     progress_at = k
                 stalled = k - progress_at >= max(_STALL_ITERATIONS, progress_at // 2)
@@ -177,7 +181,7 @@ class Solver(ABC):
                     # confirm with the exact product: the residuals reported are exact
                     v, estimated = op.W(z, add=y), False
                     res = _residual_at(z, v, act, floor)
-                    worst, seen, better, _ = _summary(res, best, step, None, tol)
+                    worst, seen, better, _ = _summary(res, tracked, step, None, tol)
                 trace.append(worst)
                 checked.append(k)
                 if not estimated:
@@ -230,7 +234,8 @@ exact arithmetic every step is shorter than the last; when none is for that long
 
 @dataclass(frozen=True)
 class _Best:
-    """Per sample, the checked point with the smallest exact residual so far, with its pre-activation."""
+    """Per sample, the checked point with the smallest exact residual so far, with its pre-activation (until
+    half the stall window has passed: the latest exact check)."""
 
     z: Tensor
     v: Tensor
@@ -254,13 +259,17 @@ def _step_norm(x_next: Tensor, x: Tensor) -> Tensor:
 
 
 def _summary(
-    res: Tensor, best: _Best | None, step: Tensor, shortest: Tensor | None, tol: float
+    res: Tensor, best: _Best | None, step: Tensor | None, shortest: Tensor | None, tol: float
 ) -> tuple[float, float, int, bool]:
     """With one device synchronisation: the largest residual of ``res``; the largest per-sample best residual
     once ``res`` is merged into ``best``; how many samples ``res`` improves; and whether a sample still
-    above ``tol`` took a step shorter than any before (``shortest``; ``None``: it did)."""
-    merged, new = (res, torch.ones_like(res, dtype=torch.bool)) if best is None else (
-        torch.where(res < best.res, res, best.res), res < best.res)
+    above ``tol`` took a ``step`` shorter than any before (``shortest``; ``None``: it did). Without a
+    ``best`` (nothing tracked), ``res`` is the best and counts as progress."""
+    if best is None or step is None:
+        worst = float(res.max())
+        return worst, worst, res.numel(), True
+    new = res < best.res
+    merged = torch.where(new, res, best.res)
     shorter = torch.ones_like(new) if shortest is None else step < shortest
     progressed = (shorter & (merged > tol)).any()
     summary = torch.stack((res.max(), merged.max(), new.sum().to(res.dtype), progressed.to(res.dtype)))
