@@ -126,10 +126,10 @@ class Solver(ABC):
         Each sample's returned point is the checked point with its smallest residual, measured exactly
         (with ``W``) at that point (in the first 50 iterations, where no stall can be declared yet, simply
         the last exact check: short solves pay no bookkeeping). The solve stops when every sample has a
-        point within ``tol``, at ``max_iter``, or when it stalls: for ``max(100, j/2)`` iterations since iteration ``j``, no sample
-        above ``tol`` has taken a shorter step ``‖T(x) − x‖`` than before (the base methods contract their
-        state, so in exact arithmetic each step is shorter than the last: a tolerance below what the working
-        precision allows, or an iteration that no longer progresses).
+        point within ``tol``, at ``max_iter``, or when it stalls: for ``max(100, j/2)`` iterations since
+        iteration ``j``, no sample above ``tol`` has taken a shorter step ``‖T(x) − x‖`` than before (the
+        base methods contract their state, so in exact arithmetic each step is shorter than the last: a
+        tolerance below what the working precision allows, or an iteration that no longer progresses).
 
         Raises:
             InputError: ``y`` has the wrong shape or holds NaN/Inf.
