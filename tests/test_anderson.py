@@ -129,7 +129,7 @@ def test_refused_candidates_are_never_reported(monkeypatch: pytest.MonkeyPatch) 
     points: their step ‖T(z) − z‖ never increases (base steps contract it, kept extrapolations do not increase
     it), although the iterates themselves jump whenever an extrapolation is refused."""
     op, y = _dense_problem(16, 6, seed=3, scale=1.0, dtype=torch.float64)
-    reported, iterates = [], []
+    reported, pre, iterates = [], [], []
     original = _AndersonIteration.step
 
     def recording(self, x, check):
@@ -137,6 +137,7 @@ def test_refused_candidates_are_never_reported(monkeypatch: pytest.MonkeyPatch) 
         iterates.append(x.clone())
         if check:
             reported.append(out[1].clone())
+            pre.append(out[2].clone())
         return out
 
     monkeypatch.setattr(_AndersonIteration, "step", recording)
@@ -151,6 +152,9 @@ def test_refused_candidates_are_never_reported(monkeypatch: pytest.MonkeyPatch) 
     assert jumps.max() > 10  # refusals happened: some iterate was far worse than the one before
     growth = at_reported[1:] - at_reported[:-1]
     assert (growth <= 1e-12 * at_reported[:-1] + 1e-15).all(), growth.max()
+    w = op.weight().detach()
+    for z, v in zip(reported, pre, strict=True):  # each reported pre-activation is that of its point
+        torch.testing.assert_close(v, z @ w.T + y, atol=1e-12, rtol=0)
 
 
 def test_the_summable_bound_binds(monkeypatch: pytest.MonkeyPatch) -> None:
