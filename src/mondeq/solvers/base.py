@@ -165,7 +165,7 @@ class Solver(ABC):
                 # a short solve keeps its latest exact check as the best and cannot stall yet: no bookkeeping
                 tracked = best if k >= _STALL_ITERATIONS // 2 else None
                 step = None if tracked is None else _step_norm(x_next, x)
-                worst, seen, better, progressed = _summary(res, tracked, step, shortest, tol)
+                worst, seen, better, progressed, new = _summary(res, tracked, step, shortest, tol)
                 if not math.isfinite(worst):
                     check_finite(y, "y (the input term of the equilibrium)")
                     raise ConvergenceError(
@@ -181,11 +181,11 @@ class Solver(ABC):
                     # confirm with the exact product: the residuals reported are exact
                     v, estimated = op.W(z, add=y), False
                     res = _residual_at(z, v, act, floor)
-                    worst, seen, better, _ = _summary(res, tracked, step, None, tol)
+                    worst, seen, better, _, new = _summary(res, tracked, step, None, tol)
                 trace.append(worst)
                 checked.append(k)
                 if not estimated:
-                    best = _Best(z, v, res) if best is None else best.merge(z, v, res, better)
+                    best = _Best(z, v, res) if best is None else best.merge(z, v, res, new, better)
                     if seen <= tol or k == max_iter or stalled:
                         break
                 rate = _rate(trace, checked)
@@ -241,13 +241,13 @@ class _Best:
     v: Tensor
     res: Tensor
 
-    def merge(self, z: Tensor, v: Tensor, res: Tensor, better: int) -> _Best:
-        """The best of this and the point ``z`` with residuals ``res``, ``better`` of which are smaller."""
-        if better == res.numel():  # the usual case: no copy
+    def merge(self, z: Tensor, v: Tensor, res: Tensor, new: Tensor | None, better: int) -> _Best:
+        """The best of this and the point ``z`` with residuals ``res``, smaller where ``new`` holds (in
+        ``better`` samples)."""
+        if better == res.numel() or new is None:  # the usual case: no copy
             return _Best(z, v, res)
         if better == 0:
             return self
-        new = res < self.res
         mask = new.view((-1,) + (1,) * (z.dim() - 1))
         return _Best(torch.where(mask, z, self.z), torch.where(mask, v, self.v), torch.where(new, res, self.res))
 
@@ -260,21 +260,21 @@ def _step_norm(x_next: Tensor, x: Tensor) -> Tensor:
 
 def _summary(
     res: Tensor, best: _Best | None, step: Tensor | None, shortest: Tensor | None, tol: float
-) -> tuple[float, float, int, bool]:
+) -> tuple[float, float, int, bool, Tensor | None]:
     """With one device synchronisation: the largest residual of ``res``; the largest per-sample best residual
-    once ``res`` is merged into ``best``; how many samples ``res`` improves; and whether a sample still
-    above ``tol`` took a ``step`` shorter than any before (``shortest``; ``None``: it did). Without a
-    ``best`` (nothing tracked), ``res`` is the best and counts as progress."""
+    once ``res`` is merged into ``best``; how many samples ``res`` improves; whether a sample still above
+    ``tol`` took a ``step`` shorter than any before (``shortest``; ``None``: it did); and where ``res``
+    improves. Without a ``best`` (nothing tracked), ``res`` is the best and counts as progress."""
     if best is None or step is None:
         worst = float(res.max())
-        return worst, worst, res.numel(), True
+        return worst, worst, res.numel(), True, None
     new = res < best.res
     merged = torch.where(new, res, best.res)
     shorter = torch.ones_like(new) if shortest is None else step < shortest
     progressed = (shorter & (merged > tol)).any()
     summary = torch.stack((res.max(), merged.max(), new.sum().to(res.dtype), progressed.to(res.dtype)))
     worst, seen, better, flag = summary.tolist()
-    return worst, seen, round(better), flag > 0
+    return worst, seen, round(better), flag > 0, new
 
 
 def _rate(trace: list[float], checked: list[int]) -> float | None:
