@@ -398,8 +398,8 @@ class _LyingEstimate(PeacemanRachford):
     """Peaceman–Rachford whose pre-activation estimate is wrong: it says ``Wz + y = z``, which an identity
     activation reads as a residual of 0 at every check."""
 
-    def iteration(self, op, act, y):
-        it = super().iteration(op, act, y)
+    def iteration(self, op, act, y, start=None):
+        it = super().iteration(op, act, y, start)
         step = it.step
 
         def lying(x, check):

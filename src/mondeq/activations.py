@@ -149,6 +149,19 @@ class Diagonal(Activation):
         return v * self.d
 
 
+class Identity(Activation):
+    """``σ(v) = v``, the prox of ``f = 0``: the activation of a NEMON's adjoint in pre-activation form (SPEC 4.4)."""
+
+    name = "identity"
+    fixes_zero = True
+
+    def prox(self, v: Tensor, alpha: float) -> Tensor:
+        return v
+
+    def derivative(self, v: Tensor) -> Tensor:
+        return torch.ones_like(v)
+
+
 ACTIVATIONS: dict[str, type[Activation]] = {"relu": ReLU, "leaky_relu": LeakyReLU, "border_relu": BorderReLU}
 
 

@@ -15,6 +15,10 @@ class UnsafeStepError(MondeqError, ValueError):
     """A step size for which the solver's convergence guarantee does not hold."""
 
 
+class UnprovenSolverError(MondeqError, ValueError):
+    """A solver asked to run on an operator whose guarantee it has no convergence proof for."""
+
+
 class ConvergenceError(MondeqError, RuntimeError):
     """A solve that did not reach its tolerance (strict mode) or produced non-finite values."""
 

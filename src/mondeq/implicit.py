@@ -5,6 +5,12 @@ With ``D = diag(σ'(Wz* + y))``, an incoming gradient ``g = ∂ℓ/∂z*`` gives
 equilibrium of the same kind: operator ``Wᵀ`` (``I − Wᵀ`` is as strongly monotone as ``I − W``) and the
 activation ``v ↦ Dv``, the prox of a separable convex quadratic (:class:`~mondeq.activations.Diagonal`).
 So the forward solvers, with ``Wᵀ`` and the transposed resolvent, solve it with the same guarantee.
+
+For a NEMON (``W`` ℓ∞,Δ-contractive) the adjoint is solved in pre-activation form (SPEC 4.4):
+``h = WᵀDh + g``, ``u = Dh``, i.e. the operator ``WᵀD`` with the identity activation. Its iteration has the
+transposed Jacobian of the forward one, so it contracts with the same factor in the dual norm ``‖Δ⁻¹·‖₁``;
+the iteration on ``u`` itself has Jacobian ``(1 − α)I + αDWᵀ``, which need not contract in any norm proved.
+The solve's error bound then holds for ``h``, and ``‖u − u*‖1,Δ⁻¹ ≤ ‖h − h*‖1,Δ⁻¹`` since ``0 ≤ D ≤ I``.
 Nothing of the forward iterations is kept: memory does not grow with the number of iterations.
 """
 
@@ -18,10 +24,13 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-from .activations import Activation, Diagonal
+from .activations import Activation, Diagonal, Identity
 from .errors import InputError
-from .operators.base import FrozenOperator, MonotoneOperator
-from .solvers import PeacemanRachford, Solution, Solver, SolverStats
+from .operators.base import FrozenOperator, TrainableOperator
+from .operators.guarantees import L1Contractive
+from .solvers import Solution, Solver, SolverStats, default_solver, make_solver
+
+IDENTITY = Identity()
 
 
 class BackwardMethod(ABC):
@@ -47,7 +56,12 @@ class ImplicitBackward(BackwardMethod):
     def adjoint(
         self, op: FrozenOperator, d: Tensor, g: Tensor, forward_solver: Solver
     ) -> tuple[Tensor, SolverStats | None]:
-        sol = (self.solver or forward_solver).solve(op.transpose(), Diagonal(d), g)
+        solver = self.solver or forward_solver
+        adjoint = op.transpose()
+        if isinstance(adjoint.guarantee, L1Contractive):  # pre-activation form (see the module docstring)
+            sol = solver.solve(adjoint.right_scaled(d), IDENTITY, g)
+            return d * sol.z, sol.stats
+        sol = solver.solve(adjoint, Diagonal(d), g)
         return sol.z, sol.stats
 
 
@@ -93,7 +107,7 @@ class SolveRecord:
 
 @dataclass(frozen=True)
 class _Spec:
-    operator: MonotoneOperator
+    operator: TrainableOperator
     activation: Activation
     solver: Solver
     backward: BackwardMethod
@@ -128,7 +142,7 @@ class _ImplicitEquilibrium(torch.autograd.Function):
 
 
 def equilibrium(
-    operator: MonotoneOperator,
+    operator: TrainableOperator,
     activation: Activation,
     y: Tensor,
     solver: Solver | None = None,
@@ -143,7 +157,7 @@ def equilibrium(
     spec = _Spec(
         operator,
         activation,
-        solver or PeacemanRachford(),
+        solver or make_solver(default_solver(operator.guarantee_type)),
         backward or ImplicitBackward(),
         record if record is not None else SolveRecord(),
     )
@@ -154,12 +168,15 @@ def equilibrium(
 
 
 def solve(
-    operator: MonotoneOperator | FrozenOperator,
+    operator: TrainableOperator | FrozenOperator,
     activation: Activation,
     y: Tensor,
     solver: Solver | None = None,
+    start: Tensor | None = None,
 ) -> Solution:
-    """Solve ``z = σ(Wz + y)`` without autograd; returns the :class:`~mondeq.solvers.Solution`."""
-    op = operator.frozen() if isinstance(operator, MonotoneOperator) else operator
+    """Solve ``z = σ(Wz + y)`` without autograd, from ``start`` (``None``: zero); returns the
+    :class:`~mondeq.solvers.Solution`. ``solver=None``: the default for the operator's guarantee."""
+    op = operator.frozen() if isinstance(operator, TrainableOperator) else operator
     with torch.no_grad():
-        return (solver or PeacemanRachford()).solve(op, activation, y.detach())
+        solver = solver or make_solver(default_solver(type(op.guarantee)))
+        return solver.solve(op, activation, y.detach(), start)

@@ -6,8 +6,8 @@ from torch import Tensor, nn
 
 from .activations import Activation, get_activation
 from .implicit import BackwardMethod, ImplicitBackward, SolveRecord, equilibrium
-from .operators.base import MonotoneOperator
-from .solvers import PeacemanRachford, Solver
+from .operators.base import TrainableOperator
+from .solvers import Solver, default_solver, make_solver
 
 
 class EquilibriumLayer(nn.Module):
@@ -15,9 +15,10 @@ class EquilibriumLayer(nn.Module):
 
     Args:
         input_map: ``U`` (with its bias ``b``), mapping the input to ``y = Ux + b`` of the operator's shape.
-        operator: the monotone ``W``.
+        operator: the trainable ``W`` with its guarantee.
         activation: a proximal activation or its registry name.
-        solver: the forward solver (also the adjoint solver of the exact backward by default).
+        solver: the forward solver (also the adjoint solver of the exact backward by default; ``None``: the
+            family's default, Peaceman–Rachford for ℓ2 operators and the average iteration for NEMON).
         backward: the gradient method (exact implicit differentiation by default).
         eval_solver: a solver for evaluation mode (``None``: ``solver``).
 
@@ -28,7 +29,7 @@ class EquilibriumLayer(nn.Module):
     def __init__(
         self,
         input_map: nn.Module,
-        operator: MonotoneOperator,
+        operator: TrainableOperator,
         activation: Activation | str = "relu",
         solver: Solver | None = None,
         backward: BackwardMethod | None = None,
@@ -38,7 +39,7 @@ class EquilibriumLayer(nn.Module):
         self.input_map = input_map
         self.operator = operator
         self.activation = get_activation(activation)
-        self.solver = solver or PeacemanRachford()
+        self.solver = solver or make_solver(default_solver(operator.guarantee_type))
         self.backward_method = backward or ImplicitBackward()
         self.eval_solver = eval_solver
         self.last_solve: SolveRecord | None = None

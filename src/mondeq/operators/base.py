@@ -2,12 +2,13 @@
 
 Two levels:
 
-* :class:`MonotoneOperator` is an ``nn.Module`` holding the trainable parameters. Its parameterization
-  guarantees ``(I − W) + (I − W)ᵀ ⪰ 2mI`` for every parameter value (SPEC 1.2), so the equilibrium is
-  unique and the splitting solvers converge.
+* :class:`TrainableOperator` is an ``nn.Module`` holding the trainable parameters. Its parameterization
+  proves a :class:`~mondeq.operators.guarantees.Guarantee` for every parameter value: ℓ2 strong monotonicity
+  (:class:`MonotoneOperator`, SPEC 1.2) or a weighted ℓ∞ contraction (NEMON, SPEC 4.4), so the equilibrium
+  is unique and the solvers that accept that guarantee converge.
 * :class:`FrozenOperator` is ``W`` at one parameter value, detached from autograd: it applies ``W`` and
-  ``Wᵀ``, gives the resolvent ``(I + α(I − W))⁻¹`` (built once per ``α`` and then reused) and the constants
-  ``m`` and ``‖I − W‖₂``. :meth:`MonotoneOperator.frozen` caches it until the parameters change, so a
+  ``Wᵀ``, gives the resolvent ``(I + α(I − W))⁻¹`` where it has one (built once per ``α`` and then reused)
+  and carries its guarantee. :meth:`TrainableOperator.frozen` caches it until the parameters change, so a
   forward solve, its backward solve and every later evaluation share one factorisation.
 """
 
@@ -15,11 +16,13 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
+from typing import ClassVar
 
 import torch
 from torch import Tensor, nn
 
 from ..errors import InputError
+from .guarantees import Guarantee, L1Contractive, StronglyMonotone
 
 
 class Resolvent(ABC):
@@ -58,20 +61,19 @@ class _TransposedResolvent(Resolvent):
 
 
 class FrozenOperator(ABC):
-    """``W`` at fixed parameter values: matrix-free products, resolvents and constants.
+    """``W`` at fixed parameter values: matrix-free products, resolvents and what is proved about it.
 
     Attributes:
-        m: a guaranteed lower bound of the strong monotonicity of ``I − W``.
+        guarantee: what is proved about ``W`` (:mod:`mondeq.operators.guarantees`); solvers check it.
         shape: the shape of one sample of ``z`` (without the batch dimension).
         dtype, device: those of the tensors it applies to.
     """
 
-    def __init__(self, m: float, shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> None:
-        self.m = float(m)
+    def __init__(self, guarantee: Guarantee, shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> None:
+        self.guarantee = guarantee
         self.shape = tuple(shape)
         self.dtype, self.device = dtype, device
         self._resolvents: dict[float, Resolvent] = {}
-        self._lipschitz: float | None = None
 
     @abstractmethod
     def W(self, z: Tensor, add: Tensor | None = None) -> Tensor:
@@ -81,12 +83,8 @@ class FrozenOperator(ABC):
     def WT(self, z: Tensor, add: Tensor | None = None) -> Tensor:
         """``add + Wᵀ z``."""
 
-    @abstractmethod
-    def _build_resolvent(self, alpha: float) -> Resolvent: ...
-
-    @abstractmethod
-    def _norm_I_minus_W(self) -> float:
-        """An upper bound of ``‖I − W‖₂`` (exact up to round-off where the structure allows)."""
+    def _build_resolvent(self, alpha: float) -> Resolvent:
+        raise InputError(f"{type(self).__name__} has no resolvent")
 
     def resolvent(self, alpha: float) -> Resolvent:
         """``(I + α(I − W))⁻¹``, factorised on first use and cached for this ``α``."""
@@ -98,21 +96,36 @@ class FrozenOperator(ABC):
             res = self._resolvents[alpha] = self._build_resolvent(alpha)
         return res
 
+    def _monotone(self) -> StronglyMonotone:
+        if not isinstance(self.guarantee, StronglyMonotone):
+            raise InputError(f"{type(self).__name__} is {self.guarantee.describe()}, not ℓ2 strongly monotone")
+        return self.guarantee
+
+    @property
+    def m(self) -> float:
+        """The strong monotonicity of ``I − W`` (ℓ2 operators only)."""
+        return self._monotone().m
+
     @property
     def lipschitz(self) -> float:
-        """``L ≥ ‖I − W‖₂``, computed once."""
-        if self._lipschitz is None:
-            self._lipschitz = float(self._norm_I_minus_W())
-        return self._lipschitz
+        """``L ≥ ‖I − W‖₂``, computed once (ℓ2 operators only)."""
+        return self._monotone().lipschitz
 
     def transpose(self) -> FrozenOperator:
-        """The operator ``Wᵀ``, sharing this one's factorisations (``I − Wᵀ`` is as monotone as ``I − W``)."""
+        """The operator ``Wᵀ`` with the dual guarantee, sharing this one's factorisations."""
         return _TransposedOperator(self)
+
+    def right_scaled(self, d: Tensor) -> FrozenOperator:
+        """The operator ``z ↦ W(d ⊙ z)`` for ``d`` of a batch's shape with entries in ``[0, 1]``
+        (:class:`L1Contractive` operators only: the implicit backward of a NEMON, SPEC 4.4)."""
+        if not isinstance(self.guarantee, L1Contractive):
+            raise InputError(f"right_scaled needs an ℓ1-contractive operator, got {self.guarantee.describe()}")
+        return _RightScaled(self, d, self.guarantee.right_scaled())
 
 
 class _TransposedOperator(FrozenOperator):
     def __init__(self, parent: FrozenOperator) -> None:
-        super().__init__(parent.m, parent.shape, parent.dtype, parent.device)
+        super().__init__(parent.guarantee.dual(), parent.shape, parent.dtype, parent.device)
         self._parent = parent
 
     def W(self, z: Tensor, add: Tensor | None = None) -> Tensor:
@@ -127,15 +140,27 @@ class _TransposedOperator(FrozenOperator):
     def _build_resolvent(self, alpha: float) -> Resolvent:  # pragma: no cover - resolvent() delegates
         return self._parent.resolvent(alpha).T
 
-    def _norm_I_minus_W(self) -> float:
-        return self._parent.lipschitz
-
     def transpose(self) -> FrozenOperator:
         return self._parent
 
 
-class MonotoneOperator(nn.Module, ABC):
-    """A trainable ``W`` whose parameterization keeps ``I − W`` ``m``-strongly monotone.
+class _RightScaled(FrozenOperator):
+    """``W D`` for a per-sample diagonal ``D``; no resolvent (no solver that needs one accepts it)."""
+
+    def __init__(self, parent: FrozenOperator, d: Tensor, guarantee: Guarantee) -> None:
+        super().__init__(guarantee, parent.shape, parent.dtype, parent.device)
+        self._parent, self._d = parent, d
+
+    def W(self, z: Tensor, add: Tensor | None = None) -> Tensor:
+        return self._parent.W(self._d * z, add)
+
+    def WT(self, z: Tensor, add: Tensor | None = None) -> Tensor:
+        out = self._d * self._parent.WT(z)
+        return out if add is None else out.add_(add)
+
+
+class TrainableOperator(nn.Module, ABC):
+    """A trainable ``W`` whose parameterization proves a :class:`Guarantee` for every parameter value.
 
     Subclasses name the tensors ``W`` depends on (:meth:`tensors`), apply ``W`` differentiably as a pure
     function of them (:meth:`apply_W`, used for parameter gradients) and build a :class:`FrozenOperator`
@@ -143,12 +168,16 @@ class MonotoneOperator(nn.Module, ABC):
     ``torch.func.functional_call`` and lets autograd detect parameters modified between forward and backward.
     """
 
-    def __init__(self, m: float) -> None:
+    guarantee_type: ClassVar[type[Guarantee]]
+    """The kind of guarantee every :meth:`frozen` value carries (it picks the family's default solver)."""
+
+    def __init__(self) -> None:
         super().__init__()
-        if not m > 0:
-            raise InputError(f"the strong monotonicity m must be > 0, got {m}")
-        self.m = float(m)
-        self._cache: tuple[float, list[Tensor], FrozenOperator] | None = None
+        self._cache: tuple[tuple[float, ...], list[Tensor], FrozenOperator] | None = None
+
+    def hyperparameters(self) -> tuple[float, ...]:
+        """The non-tensor values ``W`` depends on (a rebuilt :meth:`frozen` when they change)."""
+        return ()
 
     @abstractmethod
     def tensors(self) -> tuple[Tensor, ...]:
@@ -190,28 +219,44 @@ class MonotoneOperator(nn.Module, ABC):
     def frozen(self, tensors: Sequence[Tensor] | None = None) -> FrozenOperator:
         """The :class:`FrozenOperator` at the current parameter values, rebuilt only when they change.
 
-        The cache compares values (and ``m``), not version counters, so it is also correct after writes
-        that bypass autograd's version tracking (``param.data[...] = ...``).
+        The cache compares values (and :meth:`hyperparameters`), not version counters, so it is also correct
+        after writes that bypass autograd's version tracking (``param.data[...] = ...``).
 
         Raises:
             InputError: the parameters hold NaN or Inf.
         """
         tensors = tuple(self.tensors() if tensors is None else tensors)
         cached = self._cache
-        if cached is not None and cached[0] == self.m and _same_values(cached[1], tensors):
+        key = self.hyperparameters()
+        if cached is not None and cached[0] == key and _same_values(cached[1], tensors):
             return cached[2]
         with torch.no_grad():
             detached = [t.detach() for t in tensors]
             if not all(bool(torch.isfinite(t).all()) for t in detached):
                 raise InputError(f"{type(self).__name__}: the parameters hold NaN or Inf values")
             op = self.build(detached)
-            self._cache = (self.m, [t.clone() for t in detached], op)
+            self._cache = (key, [t.clone() for t in detached], op)
         return op
 
     def __getstate__(self) -> dict:
         state = super().__getstate__()
         state["_cache"] = None
         return state
+
+
+class MonotoneOperator(TrainableOperator):
+    """A trainable ``W`` whose parameterization keeps ``I − W`` ``m``-strongly monotone (SPEC 1.2)."""
+
+    guarantee_type = StronglyMonotone
+
+    def __init__(self, m: float) -> None:
+        super().__init__()
+        if not m > 0:
+            raise InputError(f"the strong monotonicity m must be > 0, got {m}")
+        self.m = float(m)
+
+    def hyperparameters(self) -> tuple[float, ...]:
+        return (self.m,)
 
 
 def _same_values(old: Sequence[Tensor], new: Sequence[Tensor]) -> bool:

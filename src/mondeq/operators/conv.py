@@ -23,6 +23,7 @@ from torch import Tensor, nn
 
 from ..errors import InputError
 from .base import FrozenOperator, MonotoneOperator, Resolvent
+from .guarantees import StronglyMonotone
 
 
 def circular_conv(z: Tensor, kernel: Tensor) -> Tensor:
@@ -138,7 +139,7 @@ class ConvFrozenOperator(FrozenOperator):
     batched ``c × c`` product, cheaper than the three convolutions of ``W`` in space)."""
 
     def __init__(self, a: Tensor, skew: Tensor, m: float, shape: tuple[int, int, int]) -> None:
-        super().__init__(m, shape, a.dtype, a.device)
+        super().__init__(StronglyMonotone(m, self._norm_I_minus_W), shape, a.dtype, a.device)
         self.w_hat = spectrum_of_W(a, skew, m, (shape[1], shape[2]))
         """``Ŵ(f)`` on the half spectrum, ``(H, W//2 + 1, c, c)``."""
         self.right = per_frequency_right(self.w_hat)

@@ -16,6 +16,7 @@ from torch import Tensor, nn
 
 from ..errors import InputError
 from .base import FrozenOperator, MonotoneOperator, Resolvent
+from .guarantees import Guarantee, StronglyMonotone
 
 
 class DenseResolvent(Resolvent):
@@ -42,10 +43,20 @@ class DenseResolvent(Resolvent):
 
 
 class DenseFrozenOperator(FrozenOperator):
-    """A dense ``W`` (``n × n``) acting on batches of shape ``(batch, n)``."""
+    """A dense ``W`` (``n × n``) acting on batches of shape ``(batch, n)``.
 
-    def __init__(self, weight: Tensor, m: float) -> None:
-        super().__init__(m, (weight.shape[0],), weight.dtype, weight.device)
+    Args:
+        weight: the matrix.
+        m: ``I − W`` is ``m``-strongly monotone (ℓ2, with ``‖I − W‖₂`` computed from the matrix on first use);
+            or give the ``guarantee`` itself instead.
+    """
+
+    def __init__(self, weight: Tensor, m: float | None = None, *, guarantee: Guarantee | None = None) -> None:
+        if (m is None) == (guarantee is None):
+            raise InputError("DenseFrozenOperator takes either m or a guarantee")
+        if guarantee is None:
+            guarantee = StronglyMonotone(float(m), self._norm_I_minus_W)  # type: ignore[arg-type]
+        super().__init__(guarantee, (weight.shape[0],), weight.dtype, weight.device)
         self.weight = weight
         self._weight_t = weight.T
 

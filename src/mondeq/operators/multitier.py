@@ -43,6 +43,7 @@ from .conv import (
     kernel_spectrum,
     normalized_kernel,
 )
+from .guarantees import StronglyMonotone
 
 
 def _tier_sizes(size: tuple[int, int], levels: int) -> list[tuple[int, int]]:
@@ -285,7 +286,7 @@ class MultiTierFrozenOperator(FrozenOperator):
         self.channels = list(channels)
         self.sizes = _tier_sizes(size, len(channels))
         self.numels = [c * h * w for c, (h, w) in zip(self.channels, self.sizes, strict=True)]
-        super().__init__(m, (sum(self.numels),), a0.dtype, a0.device)
+        super().__init__(StronglyMonotone(m, self._norm_I_minus_W), (sum(self.numels),), a0.dtype, a0.device)
         self.tiers = _tiers(channels, size, a0.device)
         self.spectral = _Spectral(self.tiers, kernels.spectral(m, self.tiers), substitute=False)
 

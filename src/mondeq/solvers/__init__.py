@@ -5,7 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from ..errors import InputError
+from ..operators.guarantees import Guarantee, StronglyMonotone
 from .anderson import Anderson
+from .average import Average
 from .base import Iteration, Solution, Solver, SolverStats, Splitting, relative_residual, residual_floor
 from .douglas_rachford import DouglasRachford
 from .forward_backward import ForwardBackward
@@ -15,11 +17,18 @@ SOLVERS: dict[str, type[Splitting]] = {
     "fb": ForwardBackward,
     "pr": PeacemanRachford,
     "dr": DouglasRachford,
+    "avg": Average,
 }
 
 
+def default_solver(guarantee: type[Guarantee]) -> str:
+    """The short name of a family's default solver: Peaceman–Rachford for ℓ2 strongly monotone operators
+    (monDEQ, OptEq), the average iteration for the ℓ∞/ℓ1-contractive ones (NEMON)."""
+    return "pr" if issubclass(guarantee, StronglyMonotone) else "avg"
+
+
 def make_solver(name: str, *, anderson: bool = False, **options: Any) -> Solver:
-    """A solver by short name (``fb``, ``pr``, ``dr``), optionally Anderson-accelerated.
+    """A solver by short name (``fb``, ``pr``, ``dr``, ``avg``), optionally Anderson-accelerated.
 
     Unknown names and options raise :class:`~mondeq.errors.InputError`.
     """
@@ -37,6 +46,7 @@ def make_solver(name: str, *, anderson: bool = False, **options: Any) -> Solver:
 __all__ = [
     "SOLVERS",
     "Anderson",
+    "Average",
     "DouglasRachford",
     "ForwardBackward",
     "Iteration",
@@ -45,6 +55,7 @@ __all__ = [
     "Solver",
     "SolverStats",
     "Splitting",
+    "default_solver",
     "make_solver",
     "relative_residual",
     "residual_floor",

@@ -12,9 +12,10 @@ takes the base step from its last kept point. A least-squares system that is sin
 larger than ``max_coefficient`` (ill-conditioned) is not used at all: the base step is taken. No check
 synchronises with the device.
 
-What this guarantees, per sample, with ``T`` the base method's step and ``ρ < 1`` its contraction factor in
-the ℓ2 norm of its state (forward–backward with a safe step; Peaceman–Rachford and Douglas–Rachford on a
-strongly monotone ``I − W``):
+Residual norms ``‖g‖`` are measured in the norm of the operator's guarantee, the one the base contracts in
+(ℓ2 for the splitting methods on a strongly monotone ``I − W``; weighted ℓ∞ for the average iteration on a
+NEMON). What this guarantees, per sample, with ``T`` the base method's step and ``ρ < 1`` its contraction
+factor in that norm:
 
 * Every point reported at a check or returned is a kept point, never a refused candidate: at a check, a
   sample whose candidate was refused reports the kept point before it (the driver then returns each
@@ -30,6 +31,7 @@ strongly monotone ``I − W``):
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,14 +41,15 @@ from torch import Tensor
 from ..activations import Activation
 from ..errors import InputError
 from ..operators.base import FrozenOperator
+from ..operators.guarantees import Guarantee
 from .base import Iteration, Solver, Splitting
 
 _TINY = torch.finfo(torch.float64).tiny
 
 
 class _AndersonIteration(Iteration):
-    def __init__(self, base: Iteration, cfg: Anderson) -> None:
-        self.base, self.cfg = base, cfg
+    def __init__(self, base: Iteration, cfg: Anderson, norm: Callable[[Tensor], Tensor]) -> None:
+        self.base, self.cfg, self.norm = base, cfg, norm
         self.x0, self.alpha = base.x0, base.alpha
         self.exact_pre_activation = base.exact_pre_activation
         x0 = self.x0
@@ -71,7 +74,7 @@ class _AndersonIteration(Iteration):
         # the one reported
         f, z, v = self.base.step(x, True)
         g = (f - x).flatten(1)
-        gnorm = torch.linalg.vector_norm(g, dim=1, dtype=self.sdtype)
+        gnorm = self.norm(g.view_as(x))
         z_seen, v_seen = z, v
         if self.g0 is None or self.g_kept is None:
             self.g0 = self.g_kept = gnorm
@@ -161,8 +164,11 @@ class Anderson(Solver):
     check_every = property(lambda self: self.base.check_every)  # type: ignore[assignment]
     strict = property(lambda self: self.base.strict)  # type: ignore[assignment]
 
-    def iteration(self, op: FrozenOperator, act: Activation, y: Tensor) -> Iteration:
-        return _AndersonIteration(self.base.iteration(op, act, y), self)
+    def refusal(self, guarantee: Guarantee, act: Activation) -> str | None:
+        return self.base.refusal(guarantee, act)
+
+    def iteration(self, op: FrozenOperator, act: Activation, y: Tensor, start: Tensor | None = None) -> Iteration:
+        return _AndersonIteration(self.base.iteration(op, act, y, start), self, op.guarantee.norm)
 
     def with_options(self, **changes: Any) -> Anderson:
         own = {f.name for f in dataclasses.fields(self)}

@@ -16,6 +16,7 @@ import math
 import time
 import warnings
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -23,8 +24,9 @@ import torch
 from torch import Tensor
 
 from ..activations import Activation
-from ..errors import ConvergenceError, ConvergenceWarning, InputError
+from ..errors import ConvergenceError, ConvergenceWarning, InputError, UnprovenSolverError
 from ..operators.base import FrozenOperator
+from ..operators.guarantees import Guarantee
 
 RESIDUAL_EPS = 1e-2
 """The ``ε`` of the relative residual ``‖z − σ(Wz + y)‖ / (‖z‖ + ε‖y‖)``.
@@ -50,6 +52,9 @@ class SolverStats:
         stalled: whether the solve stopped early, its steps no longer shrinking (a tolerance out of reach).
         time_s: wall time of the solve, set-up included.
         alpha: the step size used.
+        residual_norm: each sample's absolute residual ``‖z − σ(Wz + y)‖`` at the returned point, in the norm
+            of the operator's guarantee (``guarantee.norm``).
+        guarantee: what is proved about the operator solved with.
     """
 
     solver: str
@@ -60,12 +65,21 @@ class SolverStats:
     converged: bool
     time_s: float
     alpha: float
+    residual_norm: Tensor = dataclasses.field(repr=False)
+    guarantee: Guarantee = dataclasses.field(repr=False)
     stalled: bool = False
 
     @property
     def max_residual(self) -> float:
         """The largest per-sample residual at the returned point."""
         return float(self.residual.max())
+
+    @property
+    def error_bound(self) -> Tensor:
+        """Per sample, an a-posteriori bound on ``‖z − z*‖`` in the guarantee's norm, from the residual and the
+        guarantee's constants (:meth:`~mondeq.operators.guarantees.Guarantee.error_bound`; computed on request:
+        an ℓ2 bound needs ``‖I − W‖₂``)."""
+        return self.guarantee.error_bound(self.residual_norm)
 
     def __repr__(self) -> str:
         return (
@@ -104,7 +118,7 @@ class Iteration(ABC):
 
 
 class Solver(ABC):
-    """A fixed-point solver for ``z = σ(Wz + y)`` with a monotone ``I − W``."""
+    """A fixed-point solver for ``z = σ(Wz + y)``; it runs only on operators whose guarantee it has a proof for."""
 
     name: ClassVar[str]
     tol: float
@@ -113,15 +127,29 @@ class Solver(ABC):
     strict: bool
 
     @abstractmethod
-    def iteration(self, op: FrozenOperator, act: Activation, y: Tensor) -> Iteration:
-        """Prepare one solve (step size, resolvent …) for ``y`` of shape ``(batch, *op.shape)``."""
+    def refusal(self, guarantee: Guarantee, act: Activation) -> str | None:
+        """Why this solver has no convergence proof for ``guarantee`` and ``act`` (``None``: it has one)."""
+
+    @abstractmethod
+    def iteration(self, op: FrozenOperator, act: Activation, y: Tensor, start: Tensor | None = None) -> Iteration:
+        """Prepare one solve (step size, resolvent …) for ``y`` of shape ``(batch, *op.shape)``, from the
+        candidate equilibrium ``start`` (``None``: zero)."""
+
+    def check(self, op: FrozenOperator, act: Activation) -> None:
+        """Raise :class:`UnprovenSolverError` unless this solver has a proof for ``op``'s guarantee."""
+        why = self.refusal(op.guarantee, act)
+        if why is not None:
+            raise UnprovenSolverError(
+                f"{self.name} is not proved for an operator that is {op.guarantee.describe()}: {why}"
+            )
 
     @abstractmethod
     def with_options(self, **changes: Any) -> Solver:
         """A copy with some options changed; an unknown option raises ``TypeError``."""
 
-    def solve(self, op: FrozenOperator, act: Activation, y: Tensor) -> Solution:
-        """Solve ``z = σ(Wz + y)`` for every sample of ``y`` and report how it went.
+    def solve(self, op: FrozenOperator, act: Activation, y: Tensor, start: Tensor | None = None) -> Solution:
+        """Solve ``z = σ(Wz + y)`` for every sample of ``y``, from ``start`` (a warm start; ``None``: zero), and
+        report how it went. Residuals are measured in the norm of the operator's guarantee.
 
         Each sample's returned point is the checked point with its smallest residual, measured exactly
         (with ``W``) at that point (in the first 50 iterations, where no stall can be declared yet, simply
@@ -132,7 +160,8 @@ class Solver(ABC):
         tolerance below what the working precision allows, or an iteration that no longer progresses).
 
         Raises:
-            InputError: ``y`` has the wrong shape or holds NaN/Inf.
+            UnprovenSolverError: the solver has no proof for the operator's guarantee.
+            InputError: ``y`` or ``start`` has the wrong shape, or ``y`` holds NaN/Inf.
             ConvergenceError: the residual became non-finite, or (``strict``) the tolerance was not met.
         Warns:
             ConvergenceWarning: the tolerance was not met (``max_iter`` reached, or a stall; non-strict).
@@ -143,9 +172,16 @@ class Solver(ABC):
                 f"y is {y.dtype} on {y.device} but the operator is {op.dtype} on {op.device}; "
                 "move the model or the input so that they match"
             )
-        start = time.perf_counter()
-        it = self.iteration(op, act, y)
-        floor = residual_floor(y.detach())
+        if start is not None:
+            check_shape(start, op.shape, "start")
+            if start.shape != y.shape:
+                raise InputError(f"start has shape {tuple(start.shape)} but y has {tuple(y.shape)}")
+            start = start.detach().to(y.dtype)
+        self.check(op, act)
+        began = time.perf_counter()
+        norm = op.guarantee.norm
+        it = self.iteration(op, act, y, start)
+        floor = residual_floor(y.detach(), norm)
         tol, max_iter = self.tol, self.max_iter
         x, trace, checked = it.x0, [], []
         best: _Best | None = None
@@ -161,10 +197,10 @@ class Solver(ABC):
                 estimated = v is not None and not it.exact_pre_activation
                 if v is None or (estimated and not estimates):
                     v, estimated = op.W(z, add=y), False
-                res = _residual_at(z, v, act, floor)
+                num, res = _residual_at(z, v, act, floor, norm)
                 # a short solve keeps its latest exact check as the best and cannot stall yet: no bookkeeping
                 tracked = best if k >= _STALL_ITERATIONS // 2 else None
-                step = None if tracked is None else _step_norm(x_next, x)
+                step = None if tracked is None else _step_norm(x_next, x, norm)
                 worst, seen, better, progressed, new = _summary(res, tracked, step, shortest, tol)
                 if not math.isfinite(worst):
                     check_finite(y, "y (the input term of the equilibrium)")
@@ -180,12 +216,12 @@ class Solver(ABC):
                 if estimated and (seen <= tol or k == max_iter or stalled):
                     # confirm with the exact product: the residuals reported are exact
                     v, estimated = op.W(z, add=y), False
-                    res = _residual_at(z, v, act, floor)
+                    num, res = _residual_at(z, v, act, floor, norm)
                     worst, seen, better, _, new = _summary(res, tracked, step, None, tol)
                 trace.append(worst)
                 checked.append(k)
                 if not estimated:
-                    best = _Best(z, v, res) if best is None else best.merge(z, v, res, new, better)
+                    best = _Best(z, v, res, num) if best is None else best.merge(z, v, res, num, new, better)
                     if seen <= tol or k == max_iter or stalled:
                         break
                 rate = _rate(trace, checked)
@@ -205,8 +241,10 @@ class Solver(ABC):
             checked_at=tuple(checked),
             converged=converged,
             stalled=stalled and not converged,
-            time_s=time.perf_counter() - start,
+            time_s=time.perf_counter() - began,
             alpha=it.alpha,
+            residual_norm=best.num,
+            guarantee=op.guarantee,
         )
         if not converged:
             if stats.stalled:
@@ -240,22 +278,24 @@ class _Best:
     z: Tensor
     v: Tensor
     res: Tensor
+    num: Tensor  # the absolute residual
 
-    def merge(self, z: Tensor, v: Tensor, res: Tensor, new: Tensor | None, better: int) -> _Best:
-        """The best of this and the point ``z`` with residuals ``res``, smaller where ``new`` holds (in
-        ``better`` samples)."""
+    def merge(self, z: Tensor, v: Tensor, res: Tensor, num: Tensor, new: Tensor | None, better: int) -> _Best:
+        """The best of this and the point ``z`` with residuals ``res`` (absolute: ``num``), smaller where ``new``
+        holds (in ``better`` samples)."""
         if better == res.numel() or new is None:  # the usual case: no copy
-            return _Best(z, v, res)
+            return _Best(z, v, res, num)
         if better == 0:
             return self
         mask = new.view((-1,) + (1,) * (z.dim() - 1))
-        return _Best(torch.where(mask, z, self.z), torch.where(mask, v, self.v), torch.where(new, res, self.res))
+        return _Best(torch.where(mask, z, self.z), torch.where(mask, v, self.v), torch.where(new, res, self.res),
+                     torch.where(new, num, self.num))
 
 
-def _step_norm(x_next: Tensor, x: Tensor) -> Tensor:
+def _step_norm(x_next: Tensor, x: Tensor, norm: Callable[[Tensor], Tensor]) -> Tensor:
     """Per-sample ``‖T(x) − x‖`` of the iteration's state (a statistic: never part of a graph)."""
     with torch.no_grad():
-        return torch.linalg.vector_norm((x_next - x).flatten(1), dim=1)
+        return norm(x_next - x)
 
 
 def _summary(
@@ -329,26 +369,40 @@ class Splitting(Solver):
         return dataclasses.replace(self, **changes)
 
 
-def residual_floor(y: Tensor) -> Tensor:
+def l2_norm(x: Tensor) -> Tensor:
+    """Per-sample ℓ2 norm over all non-batch dimensions."""
+    return torch.linalg.vector_norm(x.flatten(1), dim=1)
+
+
+def residual_floor(y: Tensor, norm: Callable[[Tensor], Tensor] = l2_norm) -> Tensor:
     """Per-sample ``ε‖y‖`` (plus the smallest positive float, so that ``y = 0`` gives ``0/tiny = 0``)."""
-    norm = torch.linalg.vector_norm(y.flatten(1), dim=1)
-    return norm.mul_(RESIDUAL_EPS).add_(torch.finfo(y.dtype).tiny)
+    return norm(y).mul_(RESIDUAL_EPS).add_(torch.finfo(y.dtype).tiny)
 
 
-def relative_residual(z: Tensor, fz: Tensor, floor: Tensor, *, overwrite: bool = False) -> Tensor:
+def relative_residual(
+    z: Tensor, fz: Tensor, floor: Tensor, *, overwrite: bool = False, norm: Callable[[Tensor], Tensor] = l2_norm
+) -> Tensor:
     """Per-sample ``‖z − f(z)‖ / (‖z‖ + floor)`` over all non-batch dimensions (``overwrite``: the
     difference is formed in ``fz``'s memory, one buffer fewer)."""
-    num = torch.linalg.vector_norm((fz.sub_(z) if overwrite else z - fz).flatten(1), dim=1)
-    den = torch.linalg.vector_norm(z.flatten(1), dim=1).add_(floor)
-    return num / den
+    return _residual_parts(z, fz, floor, overwrite, norm)[1]
 
 
-def _residual_at(z: Tensor, v: Tensor, act: Activation, floor: Tensor) -> Tensor:
-    """:func:`relative_residual` of ``z`` against ``σ(v)``, formed in ``σ(v)``'s memory when it is new (a
-    statistic: never part of a graph)."""
+def _residual_parts(
+    z: Tensor, fz: Tensor, floor: Tensor, overwrite: bool, norm: Callable[[Tensor], Tensor]
+) -> tuple[Tensor, Tensor]:
+    num = norm(fz.sub_(z) if overwrite else z - fz)
+    den = norm(z).add_(floor)
+    return num, num / den
+
+
+def _residual_at(
+    z: Tensor, v: Tensor, act: Activation, floor: Tensor, norm: Callable[[Tensor], Tensor]
+) -> tuple[Tensor, Tensor]:
+    """The absolute and relative residuals of ``z`` against ``σ(v)`` (:func:`relative_residual`), formed in
+    ``σ(v)``'s memory when it is new (a statistic: never part of a graph)."""
     with torch.no_grad():
         fz = act(v)
-        return relative_residual(z, fz, floor, overwrite=writable(fz, z, v))
+        return _residual_parts(z, fz, floor, writable(fz, z, v), norm)
 
 
 def writable(t: Tensor, *inputs: Tensor) -> bool:

@@ -6,9 +6,11 @@ With ``R = (I + α(I − W))⁻¹`` and the state ``u``::
     z½ = R(2z − u + αy)
     u⁺ = u + 2θ(z½ − z)        θ = 1: Peaceman–Rachford, θ = ½: Douglas–Rachford
 
-converges for every ``α > 0``. The candidate equilibrium is ``z½``; between checks its pre-activation is
-estimated from the resolvent equation without a product, ``Wz½ + y = ((1 + α)z½ − (2z − u))/α``, and the
-solver confirms convergence with the exact product.
+converges for every ``α > 0`` on an ℓ2 strongly monotone ``I − W`` (the state ``u`` contracts in ℓ2); it has
+no proof for other operators and refuses them. A warm start ``z₀`` starts from ``u₀ = z₀ + α(Wz₀ + y − z₀)``,
+the state whose fixed point is ``z₀`` when ``z₀`` is the equilibrium. The candidate equilibrium is ``z½``;
+between checks its pre-activation is estimated from the resolvent equation without a product,
+``Wz½ + y = ((1 + α)z½ − (2z − u))/α``, and the solver confirms convergence with the exact product.
 """
 
 from __future__ import annotations
@@ -20,20 +22,27 @@ from torch import Tensor
 
 from ..activations import Activation
 from ..operators.base import FrozenOperator
+from ..operators.guarantees import Guarantee, StronglyMonotone
 from .base import Iteration, Splitting, writable
 
 
 class _SplittingIteration(Iteration):
     exact_pre_activation = False
 
-    def __init__(self, op: FrozenOperator, act: Activation, y: Tensor, alpha: float, relaxation: float):
+    def __init__(
+        self, op: FrozenOperator, act: Activation, y: Tensor, alpha: float, relaxation: float, start: Tensor | None
+    ) -> None:
         self.act, self.alpha, self.relaxation = act, alpha, relaxation
         self.resolvent = op.resolvent(alpha)
         self.r_ay = self.resolvent.apply(alpha * y)
         self._zero: Tensor | None = None
+        self._u0 = None if start is None else torch.lerp(start, op.W(start, add=y), alpha)
 
     @property
     def x0(self) -> Tensor:
+        if self._u0 is not None:
+            u0, self._u0 = self._u0, None
+            return u0
         self._zero = torch.zeros_like(self.r_ay)  # held only until the first step
         return self._zero
 
@@ -67,5 +76,9 @@ class PeacemanRachford(Splitting):
     name = "peaceman-rachford"
     relaxation = 1.0
 
-    def iteration(self, op: FrozenOperator, act: Activation, y: Tensor) -> Iteration:
-        return _SplittingIteration(op, act, y, 1.0 if self.alpha is None else self.alpha, self.relaxation)
+    def refusal(self, guarantee: Guarantee, act: Activation) -> str | None:
+        return None if isinstance(guarantee, StronglyMonotone) else "it needs an ℓ2 strongly monotone I − W"
+
+    def iteration(self, op: FrozenOperator, act: Activation, y: Tensor, start: Tensor | None = None) -> Iteration:
+        alpha = 1.0 if self.alpha is None else self.alpha
+        return _SplittingIteration(op, act, y, alpha, self.relaxation, start)
