@@ -18,7 +18,8 @@ from torch import Tensor, nn
 
 from .implicit import ImplicitBackward
 from .layers import EquilibriumLayer
-from .solvers import Anderson, DouglasRachford, ForwardBackward, PeacemanRachford, Solver
+from .operators.guarantees import Guarantee, StronglyMonotone
+from .solvers import Anderson, Average, DouglasRachford, ForwardBackward, PeacemanRachford, Solver
 
 
 def best_median(fn: Callable[[], Any], reps: int, rounds: int = 3) -> float:
@@ -35,12 +36,17 @@ def best_median(fn: Callable[[], Any], reps: int, rounds: int = 3) -> float:
     return min(medians)
 
 
-def equilibrium_input(model: nn.Module, x: Tensor) -> tuple[EquilibriumLayer, Tensor]:
-    """The model's equilibrium layer and ``y = Ux + b`` for the batch ``x`` (read by running the model once)."""
+def single_layer(model: nn.Module) -> EquilibriumLayer:
+    """The model's one equilibrium layer."""
     layers = [m for m in model.modules() if isinstance(m, EquilibriumLayer)]
     if len(layers) != 1:
         raise ValueError("benchmarks need a model with exactly one equilibrium layer")
-    layer, seen = layers[0], []
+    return layers[0]
+
+
+def equilibrium_input(model: nn.Module, x: Tensor) -> tuple[EquilibriumLayer, Tensor]:
+    """The model's equilibrium layer and ``y = Ux + b`` for the batch ``x`` (read by running the model once)."""
+    layer, seen = single_layer(model), []
     handle = layer.input_map.register_forward_hook(lambda mod, inp, out: seen.append(out.detach()))
     try:
         with torch.no_grad(), warnings.catch_warnings():
@@ -53,13 +59,22 @@ def equilibrium_input(model: nn.Module, x: Tensor) -> tuple[EquilibriumLayer, Te
 
 
 def default_solvers(tol: float) -> dict[str, Solver]:
-    """Plain and Anderson-accelerated Peaceman–Rachford, Douglas–Rachford and forward–backward."""
+    """Plain and Anderson-accelerated Peaceman–Rachford, Douglas–Rachford, forward–backward and the average
+    iteration."""
     base: dict[str, Solver] = {
         "pr": PeacemanRachford(tol=tol),
         "dr": DouglasRachford(tol=tol, max_iter=1000),
         "fb": ForwardBackward(tol=tol, max_iter=3000),
+        "avg": Average(tol=tol, max_iter=3000),
     }
     return {**base, **{k + "+anderson": Anderson(s) for k, s in base.items()}}  # type: ignore[arg-type]
+
+
+def family_solvers(guarantee: type[Guarantee]) -> list[str]:
+    """The solvers of :func:`default_solvers` that have a proof for operators with this kind of guarantee."""
+    if issubclass(guarantee, StronglyMonotone):
+        return ["pr", "dr", "fb", "pr+anderson", "dr+anderson", "fb+anderson"]
+    return ["avg", "avg+anderson"]
 
 
 def solver_table(model: nn.Module, x: Tensor, solvers: dict[str, Solver], reps: int) -> dict[str, dict]:
@@ -88,8 +103,9 @@ def solver_table(model: nn.Module, x: Tensor, solvers: dict[str, Solver], reps: 
 
 def training_step(model: nn.Module, x: Tensor, labels: Tensor, reps: int) -> dict[str, float]:
     """A whole training step (forward, backward, Adam update, and the refactorisation it causes), the
-    forward and backward passes alone, and the time to build what the solver needs after an update (the
-    operator and its resolvent, or its norm for forward–backward)."""
+    forward and backward passes alone, the time to build what the solver needs after an update (the
+    operator and its resolvent, or its norm for forward–backward), and the bare cost of one product
+    ``σ(Wz + y)``, with the passes' time as a multiple of one product per iteration they ran."""
     layer, y = equilibrium_input(model, x)
     opt = torch.optim.Adam(model.parameters(), lr=1e-6, fused=x.device.type in ("cpu", "cuda"))
     state = {k: v.clone() for k, v in model.state_dict().items()}
@@ -107,13 +123,20 @@ def training_step(model: nn.Module, x: Tensor, labels: Tensor, reps: int) -> dic
         layer.operator._cache = None
         layer.solver.iteration(layer.operator.frozen(), layer.activation, y[:1])
 
+    def product() -> None:  # the bare cost of one iteration's product and activation
+        with torch.no_grad():
+            layer.activation(layer.operator.frozen().W(y, add=y))
+
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         out = {"step_s": best_median(step, reps), "passes_s": best_median(passes, reps)}
         rec = layer.last_solve
         out["build_s"] = best_median(build, reps)
+        out["product_s"] = best_median(product, reps)
     model.load_state_dict(state)
     out["fwd_iters"] = rec.forward.iterations if rec and rec.forward else 0
     out["bwd_iters"] = rec.backward.iterations if rec and rec.backward else 0
     out["build_share"] = out["build_s"] / out["step_s"]
+    # forward + backward passes against as many bare products as their iterations
+    out["passes_per_product"] = out["passes_s"] / (out["product_s"] * max(1, out["fwd_iters"] + out["bwd_iters"]))
     return out

@@ -30,6 +30,7 @@ def _channels(text: str) -> int | list[int]:
 
 def _train_parser(sub: argparse._SubParsersAction) -> None:
     from .presets import PRESETS
+    from .solvers import SOLVERS
     from .train import TrainConfig
 
     d = TrainConfig()
@@ -57,8 +58,10 @@ def _train_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--channels", type=_channels,
                    help="channels of the equilibrium: N (conv models), or one count per tier, e.g. 16,32,32 "
                         "(multi-tier models)")
-    p.add_argument("--m", type=float, help=f"strong monotonicity of I - W (default {d.m})")
-    p.add_argument("--solver", choices=["fb", "pr", "dr"], help=f"default {d.solver}")
+    p.add_argument("--m", type=float, help="monDEQ: strong monotonicity of I - W (default 1)")
+    p.add_argument("--gamma", type=float, help="NEMON: bound < 1 on the weighted ℓ∞ measure of W (default 0)")
+    p.add_argument("--solver", choices=sorted(SOLVERS),
+                   help="default: the family's (pr for monDEQ, avg, the average iteration, for NEMON)")
     p.add_argument("--anderson", action="store_true", help="Anderson-accelerate the solver")
     p.add_argument("--alpha", type=float, help="solver step size (default: the solver's)")
     p.add_argument("--tol", type=float, help=f"training tolerance on the residual (default {d.tol})")
@@ -66,6 +69,8 @@ def _train_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--eval-tol", type=float, help=f"evaluation tolerance (default {d.eval_tol})")
     p.add_argument("--eval-alpha", type=float, help="evaluation step size (default: the training one)")
     p.add_argument("--eval-max-iter", type=int, help="evaluation iteration limit (default: the training one)")
+    p.add_argument("--lipschitz-reg", type=float,
+                   help="NEMON: add λ × the ℓ∞ Lipschitz bound of the logits to the loss (default 0)")
     p.add_argument("--seed", type=int, help=f"default {d.seed}")
     p.add_argument("--device", help="cpu, cuda, cuda:N (default cpu)")
     p.add_argument("--out", help="folder for metrics.jsonl, config.json, checkpoint.pt, plots")
@@ -143,7 +148,8 @@ def _bench_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--tol", type=float, default=1e-4, help="tolerance of the solver table (default 1e-4)")
     p.add_argument("--train-tol", type=float, default=1e-2, help="tolerance of the training step (default 1e-2)")
-    p.add_argument("--solvers", default="pr,dr,fb,pr+anderson,dr+anderson,fb+anderson")
+    p.add_argument("--solvers", help="comma-separated (default: the family's: pr,dr,fb and each +anderson for "
+                                     "monDEQ; avg,avg+anderson for NEMON)")
     p.add_argument("--reps", type=int, default=10, help="timed calls per round (3 rounds)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--seed", type=int, default=0)
@@ -155,25 +161,27 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
     import torch
 
-    from .bench import default_solvers, solver_table, training_step
+    from .bench import default_solvers, family_solvers, single_layer, solver_table, training_step
     from .data import DATASETS, load_dataset
     from .errors import InputError
     from .models import build_model
-    from .solvers import PeacemanRachford
+    from .solvers import default_solver, make_solver
     from .train import TrainConfig
 
     TrainConfig(device=args.device, batch_size=args.batch_size, tol=args.tol).validate()
     if args.dataset not in DATASETS:
         raise InputError(f"unknown dataset {args.dataset!r}; choose one of {sorted(DATASETS)}")
+    torch.manual_seed(args.seed)
+    info, device = DATASETS[args.dataset], torch.device(args.device)
+    model = build_model(args.model, info.input_shape, info.num_classes).to(device)
+    layer = single_layer(model)
+    family = layer.operator.guarantee_type
+    layer.solver = make_solver(default_solver(family), tol=args.train_tol)
     known = default_solvers(args.tol)
-    names = [s.strip() for s in args.solvers.split(",") if s.strip()]
+    names = [s.strip() for s in args.solvers.split(",") if s.strip()] if args.solvers else family_solvers(family)
     unknown = [s for s in names if s not in known]
     if unknown or not names:
         raise InputError(f"unknown solver(s) {unknown}; choose from {', '.join(known)}")
-    torch.manual_seed(args.seed)
-    info, device = DATASETS[args.dataset], torch.device(args.device)
-    model = build_model(args.model, info.input_shape, info.num_classes,
-                        solver=PeacemanRachford(tol=args.train_tol)).to(device)
     if args.dataset == "mnist-mini":
         splits = load_dataset("mnist-mini", test_subset=args.batch_size, subset_seed=args.seed)
         x, labels = splits.normalize(splits.test_images).to(device), splits.test_labels.to(device)
@@ -193,10 +201,11 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     for name, r in rows.items():
         print(f"{name:<14}{r['fwd_iters']:>7}{r['bwd_iters']:>7}{1e3 * r['fwd_s']:>10.3f}{1e3 * r['bwd_s']:>10.3f}"
               f"{r['fwd_ratio']:>8.2f}{r['bwd_ratio']:>8.2f}")
-    print(f"training step at tol {args.train_tol:g} (pr): {1e3 * step['step_s']:.3f} ms "
+    print(f"training step at tol {args.train_tol:g} ({layer.solver.name}): {1e3 * step['step_s']:.3f} ms "
           f"({1e3 * step['passes_s']:.3f} ms forward + backward; {step['fwd_iters']} / {step['bwd_iters']} "
           f"iterations); building the resolvent after an update: {1e3 * step['build_s']:.3f} ms "
-          f"({100 * step['build_share']:.1f}% of the step)")
+          f"({100 * step['build_share']:.1f}% of the step); the passes cost {step['passes_per_product']:.2f} × "
+          f"one product σ(Wz + y) ({1e3 * step['product_s']:.3f} ms) per iteration")
     return 0
 
 

@@ -5,7 +5,12 @@ the logits ``y = C·R(z*) + c`` (``R`` the readout: identity, pooling or a tier)
 ``‖C‖₂‖R‖₂‖U‖₂/m``-Lipschitz, and the difference ``yᵢ − yⱼ`` is ``‖Cᵢ − Cⱼ‖₂‖R‖₂‖U‖₂/m``-Lipschitz. A
 prediction ``i`` with margin ``yᵢ − yⱼ`` cannot change within the radius ``minⱼ (yᵢ − yⱼ)/Lᵢⱼ``. Bounds are
 stated for inputs on the pixel scale ``[0, 1]`` (the per-channel normalisation divides by ``std``). For the
-ℓ∞ norm the ℓ2 bound is used through ``‖δ‖₂ ≤ √d‖δ‖∞`` (valid, loose; NEMON's native ℓ∞ bound is not here yet).
+ℓ∞ norm of a monDEQ the ℓ2 bound is used through ``‖δ‖₂ ≤ √d‖δ‖∞`` (valid, loose).
+
+A NEMON has a native ℓ∞ bound (SPEC 4.4, :mod:`mondeq.models.nemon`), and its certificate accounts for the
+solve: the logits come from a point ``z`` with ``‖Δ(z − z*)‖∞ ≤ e`` (the solve's a-posteriori bound), so each
+pair margin of the exact equilibrium is at least the computed one less ``‖(Cₖ − Cₗ)RΔ⁻¹‖₁·e``, and the radius
+is reduced accordingly (a sample whose bound exceeds its margin gets radius 0).
 
 Projected gradient descent (Madry et al. 2018) through the implicit backward gives the empirical side: an
 attack's accuracy is an upper bound of the robust accuracy, a certificate a lower bound.
@@ -71,6 +76,21 @@ def pgd(
     return (x0 + delta).detach()
 
 
+class LipschitzPenalty:
+    """The training regulariser ``λ·L∞`` of a NEMON classifier, ``L∞`` its ℓ∞ Lipschitz bound on the pixel scale
+    (SPEC 4.4; differentiable through ``U``, ``Δ``, ``T`` and the head). Call it with the model."""
+
+    def __init__(self, weight: float, std: Sequence[float]) -> None:
+        if not weight >= 0:
+            raise InputError(f"the Lipschitz penalty must be ≥ 0, got {weight}")
+        self.weight, self.std = float(weight), tuple(std)
+
+    def __call__(self, model: nn.Module) -> Tensor:
+        if not hasattr(model, "linf_bound"):
+            raise InputError(f"--lipschitz-reg needs a NEMON model (an ℓ∞ bound), not {type(model).__name__}")
+        return self.weight * model.linf_bound(self.std)[0]
+
+
 @torch.no_grad()
 def certified_radius(
     model: nn.Module, splits: Splits, norm: str = "2", batch_size: int = 400
@@ -79,11 +99,16 @@ def certified_radius(
     which its prediction provably cannot change; and the Lipschitz bound of the logits in that norm."""
     if norm not in ("2", "inf"):
         raise InputError(f"--norm must be 2 or inf, got {norm!r}")
-    lip, pairs = lipschitz_l2(model)
-    scale = 1.0 / min(splits.info.std)
-    if norm == "inf":
-        scale *= math.sqrt(math.prod(splits.info.input_shape))
-    lip, pairs = lip * scale, pairs * scale
+    native = norm == "inf" and hasattr(model, "linf_bound")
+    if native:
+        total, pairs, state = (t.detach().double() for t in model.linf_bound(splits.info.std))
+        lip, reduce = float(total), float(1.0 / state)  # a margin error c·e costs the radius e/state
+    else:
+        lip, pairs = lipschitz_l2(model)
+        scale = 1.0 / min(splits.info.std)
+        if norm == "inf":
+            scale *= math.sqrt(math.prod(splits.info.input_shape))
+        lip, pairs = lip * scale, pairs * scale
     model.eval()
     device = next(model.parameters()).device
     radii, correct = [], []
@@ -91,7 +116,11 @@ def certified_radius(
         x = splits.normalize(splits.test_images[i : i + batch_size].to(device))
         logits = model(x).double()
         correct.append(logits.argmax(1).cpu() == splits.test_labels[i : i + batch_size])
-        radii.append(certified_radii(logits, pairs).cpu())
+        radius = certified_radii(logits, pairs)
+        if native:
+            stats = model.mon.last_solve.forward  # type: ignore[union-attr]
+            radius = (radius - stats.error_bound.double().to(radius.device) * reduce).clamp_min(0.0)
+        radii.append(radius.cpu())
     return torch.cat(correct), torch.cat(radii), lip
 
 

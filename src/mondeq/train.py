@@ -25,7 +25,8 @@ from .data import Splits, download, load_dataset, random_crop_flip
 from .errors import ConvergenceWarning, InputError
 from .layers import EquilibriumLayer
 from .models import build_model
-from .solvers import make_solver
+from .robustness import LipschitzPenalty
+from .solvers import default_solver, make_solver
 
 
 @dataclass
@@ -51,8 +52,9 @@ class TrainConfig:
     test_subset: int | None = None
     hidden: int | None = None
     channels: int | list[int] | None = None
-    m: float = 1.0
-    solver: str = "pr"
+    m: float | None = None
+    gamma: float | None = None
+    solver: str | None = None
     anderson: bool = False
     alpha: float | None = None
     tol: float = 1e-2
@@ -60,6 +62,7 @@ class TrainConfig:
     eval_tol: float | None = 1e-3
     eval_alpha: float | None = None
     eval_max_iter: int | None = None
+    lipschitz_reg: float = 0.0
     seed: int = 0
     device: str = "cpu"
     out: str | None = None
@@ -71,10 +74,14 @@ class TrainConfig:
         counts = [self.channels] if isinstance(self.channels, int) else self.channels or []
         if any(not isinstance(c, int) or c < 1 for c in counts):
             raise InputError(f"--channels must be counts ≥ 1, got {self.channels}")
-        for name in ("lr", "lr_gamma", "m", "tol"):
+        for name in ("lr", "lr_gamma", "tol"):
             if not getattr(self, name) > 0:
                 raise InputError(f"--{name.replace('_', '-')} must be > 0, got {getattr(self, name)}")
-        for name in ("weight_decay", "augment_pad"):
+        if self.m is not None and not self.m > 0:
+            raise InputError(f"--m must be > 0, got {self.m}")
+        if self.gamma is not None and not self.gamma < 1:
+            raise InputError(f"--gamma must be < 1, got {self.gamma}")
+        for name in ("weight_decay", "augment_pad", "lipschitz_reg"):
             if getattr(self, name) < 0:
                 raise InputError(f"--{name.replace('_', '-')} must be ≥ 0, got {getattr(self, name)}")
         if self.optimizer not in ("adam", "sgd"):
@@ -97,18 +104,20 @@ class TrainConfig:
 
 
 def build_from_config(cfg: TrainConfig, splits: Splits) -> nn.Module:
-    """The model of ``cfg`` with its training and evaluation solvers."""
+    """The model of ``cfg`` with its training and evaluation solvers (``cfg.solver=None``: the family's
+    default, :func:`~mondeq.solvers.default_solver`)."""
+    info = splits.info
+    options = {k: v for k, v in (("hidden", cfg.hidden), ("channels", cfg.channels), ("m", cfg.m),
+                                 ("gamma", cfg.gamma)) if v is not None}
+    model = build_model(cfg.model, info.input_shape, info.num_classes, **options)
     opts: dict[str, Any] = {"alpha": cfg.alpha, "tol": cfg.tol, "max_iter": cfg.max_iter}
-    solver = make_solver(cfg.solver, anderson=cfg.anderson, **opts)
     changes = {k: v for k, v in (("tol", cfg.eval_tol), ("alpha", cfg.eval_alpha),
                                  ("max_iter", cfg.eval_max_iter)) if v is not None}
-    eval_solver = solver.with_options(**changes) if changes else None
-    info = splits.info
-    sizes = {k: v for k, v in (("hidden", cfg.hidden), ("channels", cfg.channels)) if v is not None}
-    return build_model(
-        cfg.model, info.input_shape, info.num_classes,
-        **sizes, m=cfg.m, solver=solver, eval_solver=eval_solver,
-    )
+    for layer in _equilibrium_layers(model):
+        name = cfg.solver or default_solver(layer.operator.guarantee_type)
+        layer.solver = make_solver(name, anderson=cfg.anderson, **opts)
+        layer.eval_solver = layer.solver.with_options(**changes) if changes else None
+    return model
 
 
 @dataclass(frozen=True)
@@ -299,10 +308,22 @@ def _quiet(_: str) -> None:
     pass
 
 
+Regularizer = Callable[[nn.Module], Tensor]
+"""A term added to the training loss: a function of the model (e.g. :class:`~mondeq.robustness.LipschitzPenalty`)."""
+
+
 def train(
-    cfg: TrainConfig, *, progress: bool = True, log: Callable[[str], None] = print, resume: bool = False
+    cfg: TrainConfig,
+    *,
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+    resume: bool = False,
+    regularizers: Sequence[Regularizer] = (),
 ) -> list[dict]:
     """Train ``cfg.model`` on ``cfg.dataset``; returns one metrics dict per epoch.
+
+    Each step minimises the mean cross-entropy plus every ``regularizers`` term (and, with
+    ``cfg.lipschitz_reg = λ > 0``, ``λ`` times a NEMON's ℓ∞ Lipschitz bound on the pixel scale).
 
     With ``cfg.out`` set, writes ``config.json``, ``metrics.jsonl`` (one JSON object per epoch),
     ``checkpoint.pt`` (atomically, every epoch) and ``metrics.png``. With ``resume``, continues from
@@ -314,11 +335,17 @@ def train(
     writes the files.
     """
     with process_group(cfg) as ranks:
-        return _train(cfg, ranks, progress=progress, log=log, resume=resume)
+        return _train(cfg, ranks, progress=progress, log=log, resume=resume, regularizers=regularizers)
 
 
 def _train(
-    cfg: TrainConfig, ranks: Distributed, *, progress: bool, log: Callable[[str], None], resume: bool
+    cfg: TrainConfig,
+    ranks: Distributed,
+    *,
+    progress: bool,
+    log: Callable[[str], None],
+    resume: bool,
+    regularizers: Sequence[Regularizer],
 ) -> list[dict]:
     if not ranks.main:
         log = _quiet
@@ -337,6 +364,9 @@ def _train(
     )
     torch.manual_seed(cfg.seed)
     model = build_from_config(cfg, splits).to(device)
+    if cfg.lipschitz_reg > 0:
+        regularizers = [*regularizers, LipschitzPenalty(cfg.lipschitz_reg, splits.info.std)]
+        regularizers[-1](model)  # a model without an ℓ∞ bound fails here, before any training
     ranks.broadcast(model)
     optimizer: torch.optim.Optimizer
     if cfg.optimizer == "sgd":
@@ -400,6 +430,8 @@ def _train(
             with _tallied_warnings():
                 logits = model(x)
                 loss = F.cross_entropy(logits, y, reduction="sum") / len(idx)  # this rank's share of the mean
+                for reg in regularizers:  # summed over the ranks: each adds its share
+                    loss = loss + reg(model) / ranks.world
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
             ranks.reduce_gradients(model)

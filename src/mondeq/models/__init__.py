@@ -13,6 +13,7 @@ from ..errors import InputError
 from .conv import ConvMonDEQ
 from .fc import FCMonDEQ
 from .multitier import MultiTierMonDEQ
+from .nemon import NemonConv, NemonFC
 
 MODELS: dict[str, Callable[..., nn.Module]] = {
     "fc": FCMonDEQ,
@@ -20,6 +21,8 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
     "conv-large": partial(ConvMonDEQ, channels=200),
     "multitier": MultiTierMonDEQ,
     "multitier-large": partial(MultiTierMonDEQ, channels=(64, 128, 128)),
+    "nemon-fc": NemonFC,
+    "nemon-conv": NemonConv,
 }
 DESCRIPTIONS = {
     "fc": "fully connected monDEQ (MNIST: 784 → 87 → 10, 84,313 parameters)",
@@ -27,6 +30,8 @@ DESCRIPTIONS = {
     "conv-large": "single-convolution monDEQ, 200 channels (CIFAR-10: 853,612 parameters)",
     "multitier": "multi-tier monDEQ (MNIST (16, 32, 32), 81,394; CIFAR-10 (16, 32, 60), 170,194)",
     "multitier-large": "multi-tier monDEQ, (64, 128, 128) (CIFAR-10: 1,014,546 parameters)",
+    "nemon-fc": "fully connected NEMON, ℓ∞-contractive (MNIST: 784 → 100 → 10, 89,610 parameters)",
+    "nemon-conv": "single-convolution NEMON, ℓ∞-contractive (MNIST 64 channels; CIFAR-10 81 channels)",
 }
 
 
@@ -52,4 +57,4 @@ def build_model(name: str, input_shape: tuple[int, ...], num_classes: int, **opt
     return cls(input_shape, num_classes, **options)
 
 
-__all__ = ["DESCRIPTIONS", "MODELS", "ConvMonDEQ", "FCMonDEQ", "MultiTierMonDEQ", "build_model"]
+__all__ = ["DESCRIPTIONS", "MODELS", "ConvMonDEQ", "FCMonDEQ", "MultiTierMonDEQ", "NemonConv", "NemonFC", "build_model"]

@@ -91,7 +91,7 @@ class DenseNemon(TrainableOperator):
     def measure(self, tensors: Sequence[Tensor] | None = None) -> Tensor:
         """``μ∞,Δ(W) = γ + maxᵢ 2 min(Tᵢᵢ, 0)`` in exact arithmetic (differentiable: the regulariser's)."""
         t = (self.tensors() if tensors is None else tensors)[0]
-        return self.gamma + 2.0 * t.diagonal().clamp(max=0.0).min()
+        return self.gamma + 2.0 * t.diagonal().clamp(max=0.0).max()
 
     def apply_W(self, tensors: Sequence[Tensor], z: Tensor) -> Tensor:
         return z @ self.weight(tensors).T
@@ -179,7 +179,7 @@ class ConvNemon(TrainableOperator):
     def measure(self, tensors: Sequence[Tensor] | None = None) -> Tensor:
         """``μ∞,Δ(W) = γ + maxₒ 2 min(K[o, o, centre], 0)`` in exact arithmetic (differentiable)."""
         kernel = (self.tensors() if tensors is None else tensors)[0]
-        return self.gamma + 2.0 * self._centre(kernel).clamp(max=0.0).min()
+        return self.gamma + 2.0 * self._centre(kernel).clamp(max=0.0).max()
 
     def apply_W(self, tensors: Sequence[Tensor], z: Tensor) -> Tensor:
         kernel, delta = tensors

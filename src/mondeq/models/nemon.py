@@ -1,0 +1,168 @@
+"""NEMON classifiers: fully connected and single convolution (SPEC 4.4; Jafarpour et al. 2021, section 6).
+
+``x ↦ C·R(z*) + c`` with ``z* = σ(Wz* + Ux + b)``, ``W`` ℓ∞,Δ-contractive with ``μ∞,Δ(W) ≤ γ``, and ``R``
+the identity (FC) or a ``p × p`` average pooling (conv). The logits are ℓ∞ → ℓ∞ Lipschitz with
+
+    ‖y(x₁) − y(x₂)‖∞ ≤ ‖CRΔ⁻¹‖∞ · ‖ΔU‖∞ / (1 − μ∞,Δ(W)) · ‖x₁ − x₂‖∞
+
+and the difference ``yₖ − yₗ`` with ``‖(Cₖ − Cₗ)RΔ⁻¹‖₁`` in place of ``‖CRΔ⁻¹‖∞``. (Proof: ``e = z*(x₁) − z*(x₂)``
+solves ``(I − DW)e = DUδx`` with ``D`` diagonal in ``[0, 1]``; in the row where ``|Δe|`` is largest,
+``‖Δe‖∞(1 − μᵢ) ≤ ‖ΔUδx‖∞`` because ``1/dᵢ ≥ 1``. It holds for ``μ < 0`` too.) A ``p × p`` average pooling
+has non-negative entries ``1/p²`` and each output averages ``p²`` inputs, so ``‖(Cₖ − Cₗ)RΔ⁻¹‖₁`` is the sum over
+the pooled head weights of ``|Cₖ − Cₗ|/Δ`` of their channel, exactly. Bounds are stated on the pixel scale:
+the input normalisation ``(x − mean)/std`` divides ``U``'s columns by their channel's ``std``.
+"""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+
+from ..activations import Activation
+from ..implicit import BackwardMethod
+from ..layers import EquilibriumLayer
+from ..operators.nemon import ConvNemon, DenseNemon
+from ..solvers import Solver
+from ..solvers.base import check_shape
+
+
+class _NemonClassifier(nn.Module, ABC):
+    """What NEMON classifiers share: the ℓ∞ Lipschitz bounds of their logits."""
+
+    mon: EquilibriumLayer
+    head: nn.Linear
+
+    @abstractmethod
+    def _input_rows(self, std: Tensor) -> Tensor:
+        """Per hidden unit (FC) or channel (conv): the ℓ1 norm of ``U``'s row on the pixel scale."""
+
+    @abstractmethod
+    def _head_columns(self) -> tuple[Tensor, Tensor]:
+        """The head's weights as ``(classes, k)`` and, for each of the ``k`` columns, the index of the unit or
+        channel of ``Δ`` it reads."""
+
+    def linf_bound(self, std: Sequence[float]) -> tuple[Tensor, Tensor, Tensor]:
+        """``(L, Lₖₗ, ‖ΔU‖∞/(1 − μ))``: ℓ∞ bounds of the logits, of every logit difference, and of ``z*`` in
+        ``‖Δ·‖∞``, for inputs on the pixel scale with per-channel ``std``; differentiable in the parameters
+        (the regulariser's), with ``μ`` the exact-arithmetic measure (:meth:`DenseNemon.measure`)."""
+        op = self.mon.operator
+        assert isinstance(op, (DenseNemon, ConvNemon))
+        weights = torch.exp(op.delta)
+        p = op.delta
+        std_t = torch.as_tensor(std, dtype=p.dtype, device=p.device)
+        state = (weights * self._input_rows(std_t)).max() / (1.0 - op.measure())
+        head, index = self._head_columns()
+        scaled = head / weights[index]
+        total = scaled.abs().sum(dim=1).max() * state
+        pairs = (scaled[:, None, :] - scaled[None, :, :]).abs().sum(dim=2) * state
+        return total, pairs, state
+
+
+class NemonFC(_NemonClassifier):
+    """Fully connected NEMON: input flattened, one ℓ∞-contractive equilibrium, a linear head (MNIST: 784 → 100
+    → 10 as in the original code).
+
+    Args:
+        input_shape: shape of one input sample (flattened).
+        num_classes: outputs of the linear head.
+        hidden: width of the equilibrium.
+        gamma: the bound ``γ < 1`` on ``μ∞,Δ(W)``.
+        activation, solver, backward, eval_solver: see :class:`~mondeq.layers.EquilibriumLayer` (the solver
+            defaults to the average iteration).
+    """
+
+    def __init__(
+        self,
+        input_shape: tuple[int, ...] = (1, 28, 28),
+        num_classes: int = 10,
+        *,
+        hidden: int = 100,
+        gamma: float = 0.0,
+        activation: Activation | str = "relu",
+        solver: Solver | None = None,
+        backward: BackwardMethod | None = None,
+        eval_solver: Solver | None = None,
+    ) -> None:
+        super().__init__()
+        self.input_shape = tuple(input_shape)
+        features = math.prod(self.input_shape)
+        self.mon = EquilibriumLayer(
+            nn.Linear(features, hidden), DenseNemon(hidden, gamma), activation, solver, backward, eval_solver
+        )
+        self.head = nn.Linear(hidden, num_classes)
+
+    def forward(self, x: Tensor) -> Tensor:
+        check_shape(x, self.input_shape, "input")
+        return self.head(self.mon(x.flatten(1)))
+
+    def _input_rows(self, std: Tensor) -> Tensor:
+        u = self.mon.input_map.weight  # features in channel-first order: each channel's block has its std
+        return (u.abs() / std.repeat_interleave(u.shape[1] // std.numel())).sum(dim=1)
+
+    def _head_columns(self) -> tuple[Tensor, Tensor]:
+        w = self.head.weight
+        return w, torch.arange(w.shape[1], device=w.device)
+
+
+class NemonConv(_NemonClassifier):
+    """Single-convolution NEMON: a zero-padded convolution ``U``, one ℓ∞-contractive convolutional equilibrium
+    with one weight per channel, ``p × p`` average pooling and a linear head.
+
+    Args:
+        input_shape: ``(C, H, W)`` of one input.
+        num_classes: outputs of the head.
+        channels: channels of the equilibrium (``None``: 64 for one input channel, as the original MNIST
+            model, else 81).
+        kernel_size: of ``U`` and of ``W``'s convolution (odd).
+        pool: average-pooling size of the head.
+        gamma: the bound ``γ < 1`` on ``μ∞,Δ(W)``.
+        activation, solver, backward, eval_solver: see :class:`~mondeq.layers.EquilibriumLayer`.
+    """
+
+    def __init__(
+        self,
+        input_shape: tuple[int, ...] = (1, 28, 28),
+        num_classes: int = 10,
+        *,
+        channels: int | None = None,
+        kernel_size: int = 3,
+        pool: int = 4,
+        gamma: float = 0.0,
+        activation: Activation | str = "relu",
+        solver: Solver | None = None,
+        backward: BackwardMethod | None = None,
+        eval_solver: Solver | None = None,
+    ) -> None:
+        super().__init__()
+        self.input_shape = tuple(input_shape)
+        c_in, h, w = self.input_shape
+        channels = channels or (64 if c_in == 1 else 81)
+        self.mon = EquilibriumLayer(
+            nn.Conv2d(c_in, channels, kernel_size, padding=kernel_size // 2),
+            ConvNemon(channels, (h, w), kernel_size, gamma),
+            activation,
+            solver,
+            backward,
+            eval_solver,
+        )
+        self.pool = pool
+        self.pooled = (h // pool, w // pool)
+        self.head = nn.Linear(channels * math.prod(self.pooled), num_classes)
+
+    def forward(self, x: Tensor) -> Tensor:
+        check_shape(x, self.input_shape, "input")
+        z = self.mon(x)
+        return self.head(torch.nn.functional.avg_pool2d(z, self.pool).flatten(1))
+
+    def _input_rows(self, std: Tensor) -> Tensor:
+        u = self.mon.input_map.weight  # (channels, c_in, k, k); zero padding: interior rows have every tap
+        return (u.abs().sum(dim=(2, 3)) / std.expand(u.shape[1])).sum(dim=1)
+
+    def _head_columns(self) -> tuple[Tensor, Tensor]:
+        w = self.head.weight
+        index = torch.arange(self.mon.operator.shape[0], device=w.device).repeat_interleave(math.prod(self.pooled))
+        return w, index
