@@ -21,6 +21,7 @@ import tempfile
 from pathlib import Path
 
 MODELS = {
+    "mnist-fc": ("fc", "mnist"),
     "mnist-conv": ("conv", "mnist"),
     "mnist-multitier": ("multitier", "mnist"),
     "cifar10-conv": ("conv", "cifar10"),

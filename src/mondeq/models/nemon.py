@@ -45,19 +45,21 @@ class _NemonClassifier(nn.Module, ABC):
         """The head's weights as ``(classes, k)`` and, for each of the ``k`` columns, the index of the unit or
         channel of ``Δ`` it reads."""
 
-    def linf_bound(self, std: Sequence[float]) -> tuple[Tensor, Tensor, Tensor]:
+    def linf_bound(self, std: Sequence[float], p: float = math.inf) -> tuple[Tensor, Tensor, Tensor]:
         """``(L, Lₖₗ, ‖ΔU‖∞/(1 − μ))``: ℓ∞ bounds of the logits, of every logit difference, and of ``z*`` in
-        ``‖Δ·‖∞``, for inputs on the pixel scale with per-channel ``std``; differentiable in the parameters
-        (the regulariser's), with ``μ`` the exact-arithmetic measure (:meth:`DenseNemon.measure`)."""
+        ``‖Δ·‖∞``, for inputs on the pixel scale with per-channel ``std``; differentiable in the parameters,
+        with ``μ`` the exact-arithmetic measure (:meth:`DenseNemon.measure`). With a finite ``p`` the maxima
+        over rows are replaced by ℓp norms of the rows' sums (larger: still bounds, and every row, not only the
+        largest, gets a gradient; the regulariser's)."""
         op = self.mon.operator
         assert isinstance(op, (DenseNemon, ConvNemon))
         weights = torch.exp(op.delta)
-        p = op.delta
-        std_t = torch.as_tensor(std, dtype=p.dtype, device=p.device)
-        state = (weights * self._input_rows(std_t)).max() / (1.0 - op.measure())
+        std_t = torch.as_tensor(std, dtype=weights.dtype, device=weights.device)
+        rows = weights * self._input_rows(std_t)
+        state = torch.linalg.vector_norm(rows, ord=p) / (1.0 - op.measure())
         head, index = self._head_columns()
         scaled = head / weights[index]
-        total = scaled.abs().sum(dim=1).max() * state
+        total = torch.linalg.vector_norm(scaled.abs().sum(dim=1), ord=p) * state
         pairs = (scaled[:, None, :] - scaled[None, :, :]).abs().sum(dim=2) * state
         return total, pairs, state
 

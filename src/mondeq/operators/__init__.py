@@ -1,15 +1,19 @@
-"""Monotone linear operators: trainable modules and their frozen, factorised values."""
+"""Linear operators ``W`` with their guarantees: trainable modules and their frozen, factorised values."""
 
-from .base import FrozenOperator, MonotoneOperator, Resolvent
+from .base import FrozenOperator, MonotoneOperator, Resolvent, TrainableOperator
 from .conv import ConvFrozenOperator, ConvMonotone, FFTResolvent
 from .dense import DenseFrozenOperator, DenseMonotone, DenseResolvent
 from .multitier import MultiTierFrozenOperator, MultiTierMonotone, MultiTierResolvent
+from .nemon import ConvNemon, ConvNemonFrozenOperator, DenseNemon
 
 __all__ = [
     "ConvFrozenOperator",
     "ConvMonotone",
+    "ConvNemon",
+    "ConvNemonFrozenOperator",
     "DenseFrozenOperator",
     "DenseMonotone",
+    "DenseNemon",
     "DenseResolvent",
     "FFTResolvent",
     "FrozenOperator",
@@ -18,4 +22,5 @@ __all__ = [
     "MultiTierMonotone",
     "MultiTierResolvent",
     "Resolvent",
+    "TrainableOperator",
 ]

@@ -2,8 +2,9 @@
 
 A solver is an immutable configuration object. :meth:`Solver.solve` builds a one-solve
 :class:`Iteration` (which precomputes what it needs: a step size, a resolvent), then runs it, checking the
-per-sample fixed-point residual ``‖z − σ(Wz + y)‖ / (‖z‖ + ε‖y‖)`` every ``check_every`` iterations (a few
-device synchronisations per check). Each iteration also yields the candidate equilibrium ``z`` and its
+per-sample fixed-point residual ``‖z − σ(Wz + y)‖ / (‖z‖ + ε‖y‖)``, in the norm of the operator's guarantee,
+every ``check_every`` iterations (a few device synchronisations per check). A solver first checks that it has
+a proof for that guarantee (:meth:`Solver.refusal`). Each iteration also yields the candidate equilibrium ``z`` and its
 pre-activation ``Wz + y``; each sample's returned point is its checked point of smallest residual, exact
 there. Checks are scheduled where the observed linear rate predicts convergence unless ``check_every``
 fixes them; a solve whose iteration stops progressing (its steps stop shrinking) ends early and says so.
