@@ -13,6 +13,7 @@ input is real), and applied with ``rfft2``/``irfft2`` and one batched matrix pro
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from functools import cached_property
@@ -134,13 +135,22 @@ class FFTResolvent(Resolvent):
         return self.right.mH.contiguous()
 
 
+def _norm_I_minus_W(w_hat: Tensor) -> float:
+    """``‖I − W‖₂``: the largest singular value of ``I − Ŵ(f)`` over the frequencies (float64)."""
+    eye = torch.eye(w_hat.shape[-1], dtype=w_hat.dtype, device=w_hat.device)
+    norms = torch.linalg.matrix_norm((eye - w_hat).to(torch.complex128), ord=2)
+    return float(norms.max()) * (1.0 + 1e-9)
+
+
 class ConvFrozenOperator(FrozenOperator):
     """``W`` of :class:`ConvMonotone` at fixed kernels: every product in frequency (one FFT pair and a
     batched ``c × c`` product, cheaper than the three convolutions of ``W`` in space)."""
 
     def __init__(self, a: Tensor, skew: Tensor, m: float, shape: tuple[int, int, int]) -> None:
-        super().__init__(StronglyMonotone(m, self._norm_I_minus_W), shape, a.dtype, a.device)
-        self.w_hat = spectrum_of_W(a, skew, m, (shape[1], shape[2]))
+        w_hat = spectrum_of_W(a, skew, m, (shape[1], shape[2]))
+        # the guarantee computes ‖I − W‖₂ from the spectrum, not from the operator: no reference cycle
+        super().__init__(StronglyMonotone(m, functools.partial(_norm_I_minus_W, w_hat)), shape, a.dtype, a.device)
+        self.w_hat = w_hat
         """``Ŵ(f)`` on the half spectrum, ``(H, W//2 + 1, c, c)``."""
         self.right = per_frequency_right(self.w_hat)
 
@@ -158,10 +168,6 @@ class ConvFrozenOperator(FrozenOperator):
     def _build_resolvent(self, alpha: float) -> Resolvent:
         return FFTResolvent(self.w_hat, alpha)
 
-    def _norm_I_minus_W(self) -> float:
-        eye = torch.eye(self.shape[0], dtype=self.w_hat.dtype, device=self.w_hat.device)
-        norms = torch.linalg.matrix_norm((eye - self.w_hat).to(torch.complex128), ord=2)
-        return float(norms.max()) * (1.0 + 1e-9)
 
 
 class ConvMonotone(MonotoneOperator):

@@ -8,6 +8,7 @@ the guarantee holds for every parameter value.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 
@@ -42,6 +43,13 @@ class DenseResolvent(Resolvent):
         return v @ self.matrix if add is None else torch.addmm(add, v, self.matrix)
 
 
+def _norm_I_minus_W(weight: Tensor) -> float:
+    """``‖I − W‖₂`` by an SVD in float64."""
+    w = weight.to(torch.float64)
+    eye = torch.eye(w.shape[0], dtype=w.dtype, device=w.device)
+    return float(torch.linalg.matrix_norm(eye - w, ord=2)) * (1.0 + 1e-12)
+
+
 class DenseFrozenOperator(FrozenOperator):
     """A dense ``W`` (``n × n``) acting on batches of shape ``(batch, n)``.
 
@@ -55,7 +63,7 @@ class DenseFrozenOperator(FrozenOperator):
         if (m is None) == (guarantee is None):
             raise InputError("DenseFrozenOperator takes either m or a guarantee")
         if guarantee is None:
-            guarantee = StronglyMonotone(float(m), self._norm_I_minus_W)  # type: ignore[arg-type]
+            guarantee = StronglyMonotone(float(m), functools.partial(_norm_I_minus_W, weight))  # no cycle
         super().__init__(guarantee, (weight.shape[0],), weight.dtype, weight.device)
         self.weight = weight
         self._weight_t = weight.T
@@ -68,11 +76,6 @@ class DenseFrozenOperator(FrozenOperator):
 
     def _build_resolvent(self, alpha: float) -> Resolvent:
         return DenseResolvent(self.weight, alpha)
-
-    def _norm_I_minus_W(self) -> float:
-        w = self.weight.to(torch.float64)
-        eye = torch.eye(w.shape[0], dtype=w.dtype, device=w.device)
-        return float(torch.linalg.matrix_norm(eye - w, ord=2)) * (1.0 + 1e-12)
 
 
 class DenseMonotone(MonotoneOperator):

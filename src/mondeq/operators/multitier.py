@@ -25,6 +25,7 @@ over the tiers with each diagonal block inverted per group, once per parameter v
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from functools import cached_property
@@ -263,7 +264,7 @@ class MultiTierResolvent(Resolvent):
 
     def __init__(self, op: MultiTierFrozenOperator, alpha: float) -> None:
         super().__init__(alpha)
-        self.op = op
+        self.channels, self.sizes = op.channels, op.sizes  # not the operator: it caches this (no cycle)
         mats = []
         for t, mat in zip(op.tiers, op.spectral.mats, strict=True):
             eye = torch.eye(t.n, dtype=mat.dtype, device=mat.device)
@@ -272,10 +273,24 @@ class MultiTierResolvent(Resolvent):
         self.spectral = _Spectral(op.tiers, mats, substitute=True)
 
     def apply(self, v: Tensor, add: Tensor | None = None) -> Tensor:
-        return _join(self.spectral.apply(self.op.split(v)), add)
+        return _join(self.spectral.apply(_split(v, self.channels, self.sizes)), add)
 
     def apply_T(self, v: Tensor, add: Tensor | None = None) -> Tensor:
-        return _join(self.spectral.apply_T(self.op.split(v)), add)
+        return _join(self.spectral.apply_T(_split(v, self.channels, self.sizes)), add)
+
+
+def _norm_I_minus_W(tiers: Sequence[_Tier], mats: Sequence[Tensor]) -> float:
+    """``max ‖I − Wᵢᵢ‖ + max ‖W_{i+1,i}‖`` (exact blocks from their spectra): a bound of ``‖I − W‖₂``.
+
+    Per group, ``‖W_{i+1,i}‖ = 2‖Cᵢ‖`` (a coarse frequency carries four times a fine one's energy)."""
+    diag = sub = 0.0
+    for t, mat in zip(tiers, mats, strict=True):
+        mat = mat.to(torch.complex128)
+        eye = torch.eye(t.n, dtype=mat.dtype, device=mat.device)
+        diag = max(diag, float(torch.linalg.matrix_norm(eye - mat[:, : t.n], ord=2).max()))
+        if t.grouped:
+            sub = max(sub, 2.0 * float(torch.linalg.matrix_norm(mat[:, t.n :], ord=2).max()))
+    return (diag + sub) * (1.0 + 1e-9)
 
 
 class MultiTierFrozenOperator(FrozenOperator):
@@ -286,9 +301,12 @@ class MultiTierFrozenOperator(FrozenOperator):
         self.channels = list(channels)
         self.sizes = _tier_sizes(size, len(channels))
         self.numels = [c * h * w for c, (h, w) in zip(self.channels, self.sizes, strict=True)]
-        super().__init__(StronglyMonotone(m, self._norm_I_minus_W), (sum(self.numels),), a0.dtype, a0.device)
-        self.tiers = _tiers(channels, size, a0.device)
-        self.spectral = _Spectral(self.tiers, kernels.spectral(m, self.tiers), substitute=False)
+        tiers = _tiers(channels, size, a0.device)
+        spectral = _Spectral(tiers, kernels.spectral(m, tiers), substitute=False)
+        # the guarantee computes ‖I − W‖₂ from the blocks, not from the operator: no reference cycle
+        norm = functools.partial(_norm_I_minus_W, tiers, spectral.mats)
+        super().__init__(StronglyMonotone(m, norm), (sum(self.numels),), a0.dtype, a0.device)
+        self.tiers, self.spectral = tiers, spectral
 
     def split(self, z: Tensor) -> list[Tensor]:
         return _split(z, self.channels, self.sizes)
@@ -302,18 +320,6 @@ class MultiTierFrozenOperator(FrozenOperator):
     def _build_resolvent(self, alpha: float) -> Resolvent:
         return MultiTierResolvent(self, alpha)
 
-    def _norm_I_minus_W(self) -> float:
-        """``max ‖I − Wᵢᵢ‖ + max ‖W_{i+1,i}‖`` (exact blocks from their spectra): a bound of ``‖I − W‖₂``.
-
-        Per group, ``‖W_{i+1,i}‖ = 2‖Cᵢ‖`` (a coarse frequency carries four times a fine one's energy)."""
-        diag = sub = 0.0
-        for t, mat in zip(self.tiers, self.spectral.mats, strict=True):
-            mat = mat.to(torch.complex128)
-            eye = torch.eye(t.n, dtype=mat.dtype, device=mat.device)
-            diag = max(diag, float(torch.linalg.matrix_norm(eye - mat[:, : t.n], ord=2).max()))
-            if t.grouped:
-                sub = max(sub, 2.0 * float(torch.linalg.matrix_norm(mat[:, t.n :], ord=2).max()))
-        return (diag + sub) * (1.0 + 1e-9)
 
 
 class MultiTierMonotone(MonotoneOperator):
