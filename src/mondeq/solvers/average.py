@@ -20,17 +20,10 @@ from ..activations import Activation, Identity
 from ..errors import UnsafeStepError
 from ..operators.base import FrozenOperator
 from ..operators.guarantees import Guarantee, L1Contractive, LinfContractive
-from .base import Iteration, Splitting, writable
+from .base import Iteration, Splitting, StateIsCandidate, writable
 
 
-class _AverageIteration(Iteration):
-    def __init__(self, op: FrozenOperator, act: Activation, y: Tensor, alpha: float, start: Tensor | None) -> None:
-        self.op, self.act, self.y, self.alpha, self.start = op, act, y, alpha, start
-
-    @property
-    def x0(self) -> Tensor:  # made on request, not held through the solve
-        return torch.zeros_like(self.y) if self.start is None else self.start
-
+class _AverageIteration(StateIsCandidate):
     def step(self, z: Tensor, check: bool) -> tuple[Tensor, Tensor | None, Tensor | None]:
         v = self.op.W(z, add=self.y)
         fz = self.act(v)

@@ -118,6 +118,19 @@ class Iteration(ABC):
     def step(self, x: Tensor, check: bool) -> tuple[Tensor, Tensor | None, Tensor | None]: ...
 
 
+class StateIsCandidate(Iteration):
+    """An iteration whose state is the candidate equilibrium ``z`` itself (forward–backward, the average
+    iteration): it starts from ``start`` or zero, and each step's product ``Wz + y`` is the exact
+    pre-activation of ``z``."""
+
+    def __init__(self, op: FrozenOperator, act: Activation, y: Tensor, alpha: float, start: Tensor | None) -> None:
+        self.op, self.act, self.y, self.alpha, self.start = op, act, y, alpha, start
+
+    @property
+    def x0(self) -> Tensor:  # made on request, not held through the solve
+        return torch.zeros_like(self.y) if self.start is None else self.start
+
+
 class Solver(ABC):
     """A fixed-point solver for ``z = σ(Wz + y)``; it runs only on operators whose guarantee it has a proof for."""
 

@@ -20,17 +20,10 @@ from ..activations import Activation
 from ..errors import UnsafeStepError
 from ..operators.base import FrozenOperator
 from ..operators.guarantees import Guarantee, StronglyMonotone, Symmetric
-from .base import Iteration, Splitting
+from .base import Iteration, Splitting, StateIsCandidate
 
 
-class _ForwardBackwardIteration(Iteration):
-    def __init__(self, op: FrozenOperator, act: Activation, y: Tensor, alpha: float, start: Tensor | None) -> None:
-        self.op, self.act, self.y, self.alpha, self.start = op, act, y, alpha, start
-
-    @property
-    def x0(self) -> Tensor:  # made on request, not held through the solve
-        return torch.zeros_like(self.y) if self.start is None else self.start
-
+class _ForwardBackwardIteration(StateIsCandidate):
     def step(self, z: Tensor, check: bool) -> tuple[Tensor, Tensor | None, Tensor | None]:
         v = self.op.W(z, add=self.y)
         return self.act.prox(torch.lerp(z, v, self.alpha), self.alpha), z, v
