@@ -422,3 +422,20 @@ def test_the_certificate_accounts_for_the_solve_error() -> None:
     assert torch.allclose(loose, (loose_margin - loose_slack).clamp_min(0.0))
     assert (loose <= tight_margin + tight_slack).all()
     assert (loose > 0).any() and float(loose_slack.min()) > 10 * float(tight_slack.max())
+
+
+def test_a_solver_of_another_family_is_refused_before_training() -> None:
+    """`--solver pr` on a NEMON (and `avg` on a monDEQ) fails when the model is built, before any data is
+    used; a NaN regulariser weight and a NaN starting point are refused."""
+    from mondeq.data import load_dataset
+    from mondeq.train import TrainConfig, build_from_config
+
+    splits = load_dataset("mnist-mini", train_subset=1, test_subset=1)
+    for model, solver in (("nemon-fc", "pr"), ("fc", "avg")):
+        with pytest.raises(UnprovenSolverError):
+            build_from_config(TrainConfig(model=model, solver=solver), splits)
+    with pytest.raises(InputError, match="lipschitz-reg"):
+        TrainConfig(lipschitz_reg=float("nan")).validate()
+    op = _dense(4, 0.0, 1.0, 0.0, 16).frozen()
+    with pytest.raises(InputError, match="start"):
+        solve(op, ReLU(), torch.ones(1, 4, dtype=F64), start=torch.full((1, 4), float("nan"), dtype=F64))

@@ -182,6 +182,8 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     unknown = [s for s in names if s not in known]
     if unknown or not names:
         raise InputError(f"unknown solver(s) {unknown}; choose from {', '.join(known)}")
+    for s in names:
+        known[s].check(layer.operator.frozen(), layer.activation)
     if args.dataset == "mnist-mini":
         splits = load_dataset("mnist-mini", test_subset=args.batch_size, subset_seed=args.seed)
         x, labels = splits.normalize(splits.test_images).to(device), splits.test_labels.to(device)

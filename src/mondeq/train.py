@@ -82,7 +82,7 @@ class TrainConfig:
         if self.gamma is not None and not self.gamma < 1:
             raise InputError(f"--gamma must be < 1, got {self.gamma}")
         for name in ("weight_decay", "augment_pad", "lipschitz_reg"):
-            if getattr(self, name) < 0:
+            if not getattr(self, name) >= 0:
                 raise InputError(f"--{name.replace('_', '-')} must be ≥ 0, got {getattr(self, name)}")
         if self.optimizer not in ("adam", "sgd"):
             raise InputError(f"--optimizer must be adam or sgd, got {self.optimizer!r}")
@@ -116,6 +116,7 @@ def build_from_config(cfg: TrainConfig, splits: Splits) -> nn.Module:
     for layer in _equilibrium_layers(model):
         name = cfg.solver or default_solver(layer.operator.guarantee_type)
         layer.solver = make_solver(name, anderson=cfg.anderson, **opts)
+        layer.solver.check(layer.operator.frozen(), layer.activation)  # a solver of another family: now
         layer.eval_solver = layer.solver.with_options(**changes) if changes else None
     return model
 

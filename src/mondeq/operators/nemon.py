@@ -38,10 +38,11 @@ def _check_gamma(gamma: float) -> float:
     return float(gamma)
 
 
-def _guarantee(rows: Tensor, diagonal: Tensor, weights: Tensor) -> LinfContractive:
-    """The guarantee from per-row measures and diagonal entries computed in float64 (widened by their
-    round-off); a measure of 1 or more (γ near 1 and rounding) is refused."""
-    mu = float(rows.max()) + 4 * _EPS64 * float(rows.abs().max() + 1.0) * rows.numel()
+def _guarantee(rows: Tensor, magnitude: Tensor, terms: int, diagonal: Tensor, weights: Tensor) -> LinfContractive:
+    """The guarantee from per-row measures and diagonal entries computed in float64, each row widened by the
+    round-off of its ``terms`` summands of total ``magnitude``; a measure of 1 or more (γ near 1 and rounding)
+    is refused."""
+    mu = float((rows + 4 * _EPS64 * terms * (magnitude + 1.0)).max())
     if not mu < 1.0:
         raise InputError(f"the operator's ℓ∞ measure is {mu:.6g} ≥ 1 after rounding: lower gamma")
     return LinfContractive(mu, weights, float(diagonal.min()))
@@ -101,8 +102,9 @@ class DenseNemon(TrainableOperator):
         weights = torch.exp(tensors[1])
         m = w.double() * (weights.double()[:, None] / weights.double()[None, :])  # ΔWΔ⁻¹ of the stored W
         diag = m.diagonal()
-        rows = diag + m.abs().sum(dim=1) - diag.abs()
-        return DenseFrozenOperator(w, guarantee=_guarantee(rows, diag, weights))
+        magnitude = m.abs().sum(dim=1)
+        rows = diag + magnitude - diag.abs()
+        return DenseFrozenOperator(w, guarantee=_guarantee(rows, magnitude, self.n, diag, weights))
 
     def extra_repr(self) -> str:
         return f"n={self.n}, gamma={self.gamma}"
@@ -196,8 +198,11 @@ class ConvNemon(TrainableOperator):
         # stored tap off it
         k64, centre = kernel.double(), self._centre(kernel.double())
         diag = shift.double() + centre
-        rows = diag + k64.abs().sum(dim=(1, 2, 3)) - centre.abs()
-        return ConvNemonFrozenOperator(kernel, weights, shift, self.shape, _guarantee(rows, diag, weights))
+        taps = k64.abs().sum(dim=(1, 2, 3))
+        rows = diag + taps - centre.abs()
+        magnitude = taps + shift.double().abs()
+        guarantee = _guarantee(rows, magnitude, kernel[0].numel() + 1, diag, weights)
+        return ConvNemonFrozenOperator(kernel, weights, shift, self.shape, guarantee)
 
     def extra_repr(self) -> str:
         return f"channels={self.channels}, size={self.size}, kernel_size={self.kernel_size}, gamma={self.gamma}"

@@ -188,9 +188,11 @@ class Solver(ABC):
             )
         if start is not None:
             check_shape(start, op.shape, "start")
-            if start.shape != y.shape:
-                raise InputError(f"start has shape {tuple(start.shape)} but y has {tuple(y.shape)}")
-            start = start.detach().to(y.dtype)
+            if start.shape != y.shape or start.device != y.device:
+                raise InputError(f"start is {tuple(start.shape)} on {start.device} but y is {tuple(y.shape)} on "
+                                 f"{y.device}: give one starting point per sample, on y's device")
+            check_finite(start, "start")
+            start = start.detach().to(y.dtype, copy=True)  # the solve may return it: never the caller's tensor
         self.check(op, act)
         began = time.perf_counter()
         norm = op.guarantee.norm
