@@ -18,7 +18,6 @@ from torch import Tensor, nn
 
 from .implicit import ImplicitBackward
 from .layers import EquilibriumLayer
-from .operators.guarantees import Guarantee, StronglyMonotone
 from .solvers import Anderson, Average, DouglasRachford, ForwardBackward, PeacemanRachford, Solver
 
 
@@ -70,11 +69,10 @@ def default_solvers(tol: float) -> dict[str, Solver]:
     return {**base, **{k + "+anderson": Anderson(s) for k, s in base.items()}}  # type: ignore[arg-type]
 
 
-def family_solvers(guarantee: type[Guarantee]) -> list[str]:
-    """The solvers of :func:`default_solvers` that have a proof for operators with this kind of guarantee."""
-    if issubclass(guarantee, StronglyMonotone):
-        return ["pr", "dr", "fb", "pr+anderson", "dr+anderson", "fb+anderson"]
-    return ["avg", "avg+anderson"]
+def family_solvers(solvers: dict[str, Solver], layer: EquilibriumLayer) -> list[str]:
+    """The names of ``solvers`` that have a proof for the layer's operator and activation."""
+    guarantee = layer.operator.frozen().guarantee
+    return [name for name, s in solvers.items() if s.refusal(guarantee, layer.activation) is None]
 
 
 def solver_table(model: nn.Module, x: Tensor, solvers: dict[str, Solver], reps: int) -> dict[str, dict]:

@@ -175,10 +175,9 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     info, device = DATASETS[args.dataset], torch.device(args.device)
     model = build_model(args.model, info.input_shape, info.num_classes).to(device)
     layer = single_layer(model)
-    family = layer.operator.guarantee_type
-    layer.solver = make_solver(default_solver(family), tol=args.train_tol)
+    layer.solver = make_solver(default_solver(layer.operator.guarantee_type), tol=args.train_tol)
     known = default_solvers(args.tol)
-    names = [s.strip() for s in args.solvers.split(",") if s.strip()] if args.solvers else family_solvers(family)
+    names = [s.strip() for s in args.solvers.split(",") if s.strip()] if args.solvers else family_solvers(known, layer)
     unknown = [s for s in names if s not in known]
     if unknown or not names:
         raise InputError(f"unknown solver(s) {unknown}; choose from {', '.join(known)}")

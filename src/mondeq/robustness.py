@@ -91,9 +91,9 @@ class LipschitzPenalty:
         self.weight, self.std = float(weight), tuple(std)
 
     def __call__(self, model: nn.Module) -> Tensor:
-        if not hasattr(model, "linf_bound"):
+        if not hasattr(model, "linf_lipschitz"):
             raise InputError(f"--lipschitz-reg needs a NEMON model (an ℓ∞ bound), not {type(model).__name__}")
-        return self.weight * model.linf_bound(self.std, self.p)[0]
+        return self.weight * model.linf_lipschitz(self.std, self.p)
 
 
 def _linf_certificate(model: nn.Module, std: Sequence[float]) -> tuple[float, Tensor, float]:

@@ -116,7 +116,8 @@ def build_from_config(cfg: TrainConfig, splits: Splits) -> nn.Module:
     for layer in _equilibrium_layers(model):
         name = cfg.solver or default_solver(layer.operator.guarantee_type)
         layer.solver = make_solver(name, anderson=cfg.anderson, **opts)
-        layer.solver.check(layer.operator.frozen(), layer.activation)  # a solver of another family: now
+        if cfg.solver is not None:  # a solver of another family fails now, not at the first batch
+            layer.solver.check(layer.operator.frozen(), layer.activation)
         layer.eval_solver = layer.solver.with_options(**changes) if changes else None
     return model
 

@@ -30,6 +30,11 @@ from ..solvers import Solver
 from ..solvers.base import check_shape
 
 
+def _logit_bound(scaled: Tensor, state: Tensor, p: float) -> Tensor:
+    """``‖CRΔ⁻¹‖∞`` (ℓp over the rows' sums for a finite ``p``) times the bound of ``z*``."""
+    return torch.linalg.vector_norm(scaled.abs().sum(dim=1), ord=p) * state
+
+
 class _NemonClassifier(nn.Module, ABC):
     """What NEMON classifiers share: the ℓ∞ Lipschitz bounds of their logits."""
 
@@ -45,12 +50,8 @@ class _NemonClassifier(nn.Module, ABC):
         """The head's weights as ``(classes, k)`` and, for each of the ``k`` columns, the index of the unit or
         channel of ``Δ`` it reads."""
 
-    def linf_bound(self, std: Sequence[float], p: float = math.inf) -> tuple[Tensor, Tensor, Tensor]:
-        """``(L, Lₖₗ, ‖ΔU‖∞/(1 − μ))``: ℓ∞ bounds of the logits, of every logit difference, and of ``z*`` in
-        ``‖Δ·‖∞``, for inputs on the pixel scale with per-channel ``std``; differentiable in the parameters,
-        with ``μ`` the exact-arithmetic measure (:meth:`DenseNemon.measure`). With a finite ``p`` the maxima
-        over rows are replaced by ℓp norms of the rows' sums (larger: still bounds, and every row, not only the
-        largest, gets a gradient; the regulariser's)."""
+    def _linf_parts(self, std: Sequence[float], p: float) -> tuple[Tensor, Tensor]:
+        """The head's columns divided by their ``Δ`` entries, and the bound of ``z*`` in ``‖Δ·‖∞``."""
         op = self.mon.operator
         assert isinstance(op, (DenseNemon, ConvNemon))
         weights = torch.exp(op.delta)
@@ -58,10 +59,21 @@ class _NemonClassifier(nn.Module, ABC):
         rows = weights * self._input_rows(std_t)
         state = torch.linalg.vector_norm(rows, ord=p) / (1.0 - op.measure())
         head, index = self._head_columns()
-        scaled = head / weights[index]
-        total = torch.linalg.vector_norm(scaled.abs().sum(dim=1), ord=p) * state
+        return head / weights[index], state
+
+    def linf_lipschitz(self, std: Sequence[float], p: float = math.inf) -> Tensor:
+        """The ℓ∞ bound ``L`` of the logits alone (see :meth:`linf_bound`), without the pair bounds."""
+        return _logit_bound(*self._linf_parts(std, p), p)
+
+    def linf_bound(self, std: Sequence[float], p: float = math.inf) -> tuple[Tensor, Tensor, Tensor]:
+        """``(L, Lₖₗ, ‖ΔU‖∞/(1 − μ))``: ℓ∞ bounds of the logits, of every logit difference, and of ``z*`` in
+        ``‖Δ·‖∞``, for inputs on the pixel scale with per-channel ``std``; differentiable in the parameters,
+        with ``μ`` the exact-arithmetic measure (:meth:`DenseNemon.measure`). With a finite ``p`` the maxima
+        over rows are replaced by ℓp norms of the rows' sums (larger: still bounds, and every row, not only the
+        largest, gets a gradient; the regulariser's)."""
+        scaled, state = self._linf_parts(std, p)
         pairs = (scaled[:, None, :] - scaled[None, :, :]).abs().sum(dim=2) * state
-        return total, pairs, state
+        return _logit_bound(scaled, state, p), pairs, state
 
 
 class NemonFC(_NemonClassifier):

@@ -31,7 +31,8 @@ import torch
 from torch import Tensor
 
 
-def _l2(x: Tensor) -> Tensor:
+def l2_norm(x: Tensor) -> Tensor:
+    """Per-sample ℓ2 norm over all non-batch dimensions (at least float32)."""
     return torch.linalg.vector_norm(x.flatten(1), dim=1, dtype=torch.promote_types(x.dtype, torch.float32))
 
 
@@ -73,7 +74,7 @@ class StronglyMonotone(Guarantee):
         return float(self.norm_bound())
 
     def norm(self, x: Tensor) -> Tensor:
-        return _l2(x)
+        return l2_norm(x)
 
     def error_bound(self, residual: Tensor) -> Tensor:
         return residual * ((1.0 + self.lipschitz) / self.m)

@@ -27,7 +27,7 @@ from torch import Tensor
 from ..activations import Activation
 from ..errors import ConvergenceError, ConvergenceWarning, InputError, UnprovenSolverError
 from ..operators.base import FrozenOperator
-from ..operators.guarantees import Guarantee
+from ..operators.guarantees import Guarantee, l2_norm
 
 RESIDUAL_EPS = 1e-2
 """The ``ε`` of the relative residual ``‖z − σ(Wz + y)‖ / (‖z‖ + ε‖y‖)``.
@@ -383,11 +383,6 @@ class Splitting(Solver):
 
     def with_options(self, **changes: Any) -> Splitting:
         return dataclasses.replace(self, **changes)
-
-
-def l2_norm(x: Tensor) -> Tensor:
-    """Per-sample ℓ2 norm over all non-batch dimensions."""
-    return torch.linalg.vector_norm(x.flatten(1), dim=1)
 
 
 def residual_floor(y: Tensor, norm: Callable[[Tensor], Tensor] = l2_norm) -> Tensor:
