@@ -3,11 +3,13 @@
 An activation ``σ = prox_f`` of a convex, closed, proper, separable ``f`` turns the equilibrium
 ``z = σ(Wz + y)`` into the monotone inclusion ``0 ∈ (I − W)z − y + ∂f(z)`` (Winston & Kolter, 2020,
 "Monotone operator equilibrium networks", section 3). Splitting solvers need ``prox^α_f`` for every step
-``α > 0``; the backward pass needs ``σ'`` at the equilibrium pre-activation.
+``α > 0``; the backward pass needs ``σ'`` at the equilibrium pre-activation, and the objective of a symmetric
+``W`` (OptEq, SPEC 4.5) the value of ``f``.
 """
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 
 import torch
@@ -32,11 +34,20 @@ class Activation(ABC):
     def derivative(self, v: Tensor) -> Tensor:
         """``σ'(v) ∈ [0, 1]``, elementwise, at the pre-activation ``v``."""
 
+    @abstractmethod
+    def value(self, u: Tensor) -> Tensor:
+        """``f(u)``, elementwise (``+∞`` outside its domain)."""
+
     def __call__(self, v: Tensor) -> Tensor:
         return self.prox(v, 1.0)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
+
+
+def indicator(inside: Tensor, like: Tensor) -> Tensor:
+    """``0`` where ``inside`` holds, ``+∞`` elsewhere, in ``like``'s dtype."""
+    return torch.where(inside, torch.zeros((), dtype=like.dtype, device=like.device), math.inf)
 
 
 class ReLU(Activation):
@@ -50,6 +61,9 @@ class ReLU(Activation):
 
     def derivative(self, v: Tensor) -> Tensor:
         return (v > 0).to(v.dtype)
+
+    def value(self, u: Tensor) -> Tensor:
+        return indicator(u >= 0, u)
 
 
 class LeakyReLU(Activation):
@@ -77,6 +91,9 @@ class LeakyReLU(Activation):
     def derivative(self, v: Tensor) -> Tensor:
         one = torch.ones((), dtype=v.dtype, device=v.device)
         return torch.where(v > 0, one, one * self.negative_slope)
+
+    def value(self, u: Tensor) -> Tensor:
+        return torch.where(u < 0, (0.5 / self.negative_slope - 0.5) * u.square(), torch.zeros_like(u))
 
     def __repr__(self) -> str:
         return f"LeakyReLU(negative_slope={self.negative_slope})"
@@ -117,6 +134,9 @@ class BorderReLU(Activation):
     def derivative(self, v: Tensor) -> Tensor:
         return (v > 0).to(v.dtype).mul_(self.mask(v))
 
+    def value(self, u: Tensor) -> Tensor:
+        return indicator((u >= 0) & ((self.mask(u) > 0) | (u == 0)), u)
+
     def __repr__(self) -> str:
         return f"BorderReLU(width={self.width})"
 
@@ -145,6 +165,11 @@ class Diagonal(Activation):
     def derivative(self, v: Tensor) -> Tensor:
         return self.d
 
+    def value(self, u: Tensor) -> Tensor:
+        d = self.d.expand_as(u)
+        quad = 0.5 * (1.0 / d.clamp_min(torch.finfo(u.dtype).tiny) - 1.0) * u.square()
+        return torch.where(d > 0, quad, indicator(u == 0, u))
+
     def __call__(self, v: Tensor) -> Tensor:
         return v * self.d
 
@@ -160,6 +185,9 @@ class Identity(Activation):
 
     def derivative(self, v: Tensor) -> Tensor:
         return torch.ones_like(v)
+
+    def value(self, u: Tensor) -> Tensor:
+        return torch.zeros_like(u)
 
 
 ACTIVATIONS: dict[str, type[Activation]] = {"relu": ReLU, "leaky_relu": LeakyReLU, "border_relu": BorderReLU}

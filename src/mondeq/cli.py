@@ -30,6 +30,7 @@ def _channels(text: str) -> int | list[int]:
 
 def _train_parser(sub: argparse._SubParsersAction) -> None:
     from .presets import PRESETS
+    from .priors import PRIORS
     from .solvers import SOLVERS
     from .train import TrainConfig
 
@@ -59,9 +60,13 @@ def _train_parser(sub: argparse._SubParsersAction) -> None:
                    help="channels of the equilibrium: N (conv models), or one count per tier, e.g. 16,32,32 "
                         "(multi-tier models)")
     p.add_argument("--m", type=float, help="monDEQ: strong monotonicity of I - W (default 1)")
-    p.add_argument("--gamma", type=float, help="NEMON: bound < 1 on the weighted ℓ∞ measure of W (default 0)")
+    p.add_argument("--gamma", type=float, help="NEMON: bound < 1 on the weighted ℓ∞ measure of W (default 0); "
+                                               "OptEq: bound in (0, 1) on ‖V‖₂ (default 0.95)")
+    p.add_argument("--prior", choices=list(PRIORS),
+                   help="OptEq: a convex prior composed into the activation (l1: λ|z|, box: |z| ≤ weight, nonneg)")
+    p.add_argument("--prior-weight", type=float, help="OptEq: the prior's λ (l1) or bound (box) (default 1)")
     p.add_argument("--solver", choices=sorted(SOLVERS),
-                   help="default: the family's (pr for monDEQ, avg, the average iteration, for NEMON)")
+                   help="default: the family's (pr for monDEQ and OptEq, avg, the average iteration, for NEMON)")
     p.add_argument("--anderson", action="store_true", help="Anderson-accelerate the solver")
     p.add_argument("--alpha", type=float, help="solver step size (default: the solver's)")
     p.add_argument("--tol", type=float, help=f"training tolerance on the residual (default {d.tol})")

@@ -27,7 +27,7 @@ from torch.autograd.function import once_differentiable
 from .activations import Activation, Diagonal, Identity
 from .errors import InputError
 from .operators.base import FrozenOperator, TrainableOperator
-from .operators.guarantees import L1Contractive
+from .operators.guarantees import L1Contractive, Nonexpansive
 from .solvers import Solution, Solver, SolverStats, default_solver, make_solver
 
 IDENTITY = Identity()
@@ -56,6 +56,11 @@ class ImplicitBackward(BackwardMethod):
     def adjoint(
         self, op: FrozenOperator, d: Tensor, g: Tensor, forward_solver: Solver
     ) -> tuple[Tensor, SolverStats | None]:
+        if isinstance(op.guarantee, Nonexpansive):
+            raise InputError(
+                f"no implicit gradient for an operator that is {op.guarantee.describe()}: the equilibrium need not "
+                "be unique (selection with gamma = 1 is for inference only); train with gamma < 1"
+            )
         solver = self.solver or forward_solver
         adjoint = op.transpose()
         if isinstance(adjoint.guarantee, L1Contractive):  # pre-activation form (see the module docstring)

@@ -25,6 +25,7 @@ from .data import Splits, download, load_dataset, random_crop_flip
 from .errors import ConvergenceWarning, InputError
 from .layers import EquilibriumLayer
 from .models import build_model
+from .priors import PRIORS
 from .robustness import LipschitzPenalty
 from .solvers import default_solver, make_solver
 
@@ -54,6 +55,8 @@ class TrainConfig:
     channels: int | list[int] | None = None
     m: float | None = None
     gamma: float | None = None
+    prior: str | None = None
+    prior_weight: float | None = None
     solver: str | None = None
     anderson: bool = False
     alpha: float | None = None
@@ -81,6 +84,12 @@ class TrainConfig:
             raise InputError(f"--m must be > 0, got {self.m}")
         if self.gamma is not None and not self.gamma < 1:
             raise InputError(f"--gamma must be < 1, got {self.gamma}")
+        if self.prior is not None and self.prior not in PRIORS:
+            raise InputError(f"--prior must be one of {list(PRIORS)}, got {self.prior!r}")
+        if self.prior_weight is not None and self.prior is None:
+            raise InputError("--prior-weight needs --prior")
+        if self.prior_weight is not None and not (self.prior_weight >= 0 and math.isfinite(self.prior_weight)):
+            raise InputError(f"--prior-weight must be ≥ 0, got {self.prior_weight}")
         for name in ("weight_decay", "augment_pad", "lipschitz_reg"):
             if not getattr(self, name) >= 0:
                 raise InputError(f"--{name.replace('_', '-')} must be ≥ 0, got {getattr(self, name)}")
@@ -108,7 +117,8 @@ def build_from_config(cfg: TrainConfig, splits: Splits) -> nn.Module:
     default, :func:`~mondeq.solvers.default_solver`)."""
     info = splits.info
     options = {k: v for k, v in (("hidden", cfg.hidden), ("channels", cfg.channels), ("m", cfg.m),
-                                 ("gamma", cfg.gamma)) if v is not None}
+                                 ("gamma", cfg.gamma), ("prior", cfg.prior), ("prior_weight", cfg.prior_weight))
+               if v is not None}
     model = build_model(cfg.model, info.input_shape, info.num_classes, **options)
     opts: dict[str, Any] = {"alpha": cfg.alpha, "tol": cfg.tol, "max_iter": cfg.max_iter}
     changes = {k: v for k, v in (("tol", cfg.eval_tol), ("alpha", cfg.eval_alpha),

@@ -14,6 +14,7 @@ from .conv import ConvMonDEQ
 from .fc import FCMonDEQ
 from .multitier import MultiTierMonDEQ
 from .nemon import NemonConv, NemonFC
+from .opteq import OptEqConv, OptEqFC
 
 MODELS: dict[str, Callable[..., nn.Module]] = {
     "fc": FCMonDEQ,
@@ -23,6 +24,10 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
     "multitier-large": partial(MultiTierMonDEQ, channels=(64, 128, 128)),
     "nemon-fc": NemonFC,
     "nemon-conv": NemonConv,
+    "opteq-fc": OptEqFC,
+    "opteq-conv": OptEqConv,
+    "opteq-deep-fc": partial(OptEqFC, hidden=(72, 72, 72)),
+    "opteq-deep-conv": partial(OptEqConv, channels=(38, 38, 38)),
 }
 DESCRIPTIONS = {
     "fc": "fully connected monDEQ (MNIST: 784 → 87 → 10, 84,313 parameters)",
@@ -32,6 +37,10 @@ DESCRIPTIONS = {
     "multitier-large": "multi-tier monDEQ, (64, 128, 128) (CIFAR-10: 1,014,546 parameters)",
     "nemon-fc": "fully connected NEMON, ℓ∞-contractive (MNIST: 784 → 100 → 10, 89,610 parameters)",
     "nemon-conv": "single-convolution NEMON, ℓ∞-contractive (MNIST 64 channels; CIFAR-10 81 channels)",
+    "opteq-fc": "fully connected OptEq, W = VᵀV (MNIST: 784 → 95 → 10, 84,560 parameters)",
+    "opteq-conv": "single-convolution OptEq, W = VᵀV (MNIST 73 channels, 84,461; CIFAR-10 106 channels, 171,942)",
+    "opteq-deep-fc": "deep fully connected OptEq, blocks (72, 72, 72) (MNIST: 83,170 parameters)",
+    "opteq-deep-conv": "deep convolutional OptEq, blocks (38, 38, 38) at one resolution (MNIST: 83,990 parameters)",
 }
 
 
@@ -47,14 +56,19 @@ def build_model(name: str, input_shape: tuple[int, ...], num_classes: int, **opt
         raise InputError(f"model {name!r} has no option(s) {unknown}")
     channels = options.get("channels")
     if channels is not None:
-        tiered = getattr(getattr(cls, "func", cls), "tiered", False)
-        if tiered and isinstance(channels, int):
+        base = getattr(cls, "func", cls)
+        tiered = getattr(base, "tiered", False)
+        if getattr(base, "blocks", False):  # one count or one per block: either is taken as given
+            if not isinstance(channels, int) and len(channels) == 1:
+                options = {**options, "channels": channels[0]}
+        elif tiered and isinstance(channels, int):
             raise InputError(f"model {name!r} has tiers: give one channel count per tier, e.g. --channels 16,32,32")
-        if not tiered and not isinstance(channels, int):
+        elif not tiered and not isinstance(channels, int):
             if len(channels) != 1:
                 raise InputError(f"model {name!r} has one channel count (--channels N), got {list(channels)}")
             options = {**options, "channels": channels[0]}
     return cls(input_shape, num_classes, **options)
 
 
-__all__ = ["DESCRIPTIONS", "MODELS", "ConvMonDEQ", "FCMonDEQ", "MultiTierMonDEQ", "NemonConv", "NemonFC", "build_model"]
+__all__ = ["DESCRIPTIONS", "MODELS", "ConvMonDEQ", "FCMonDEQ", "MultiTierMonDEQ", "NemonConv", "NemonFC", "OptEqConv",
+           "OptEqFC", "build_model"]

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import cached_property
 
 import torch
@@ -24,7 +24,7 @@ from torch import Tensor, nn
 
 from ..errors import InputError
 from .base import FrozenOperator, MonotoneOperator, Resolvent
-from .guarantees import StronglyMonotone
+from .guarantees import Guarantee, StronglyMonotone
 
 
 def circular_conv(z: Tensor, kernel: Tensor) -> Tensor:
@@ -113,6 +113,32 @@ def spectrum_of_W(a: Tensor, skew: Tensor, m: float, size: tuple[int, int]) -> T
     return (1.0 - m) * eye - adjoint_product(a_hat, a_hat) + s_hat
 
 
+def spectral_vjp(
+    spectrum: Callable[[Sequence[Tensor]], Tensor], tensors: Sequence[Tensor], z: Tensor, u: Tensor,
+    need: Sequence[bool],
+) -> list[Tensor | None]:
+    """``∂⟨u, Wz⟩/∂tensors`` (``None`` where ``need`` is false) for a circulant ``W`` whose half-spectrum
+    matrices ``Ŵ(f) = spectrum(tensors)`` are differentiable: by Parseval ``⟨u, Wz⟩ = (1/HW) Σ_f ω_f Re tr(Ŵ(f)
+    P(f))`` with ``P(f) = Σ_batch ẑ(f)û(f)ᴴ`` (``ω_f`` = 2 for the columns that stand for two frequencies),
+    differentiated through the small tensor ``Ŵ(f)``."""
+    b, c, h, w = z.shape
+    w_half = w // 2 + 1
+    with torch.no_grad():  # both spectra as (H · W', batch, c), by 2-D transposes as in spectral_apply
+        z_hat, u_hat = (torch.fft.rfft2(t).reshape(b * c, h * w_half).t().reshape(h * w_half, b, c) for t in (z, u))
+        p_t = torch.bmm(u_hat.mH, z_hat).view(h, w_half, c, c)  # P(f)ᵀ = Σ_batch conj(û(f)) ẑ(f)ᵀ
+        p_t = p_t * (half_spectrum_weights(w, z)[:, None, None] / (h * w))
+    grads: list[Tensor | None] = [None] * len(tensors)
+    wanted = [i for i, n in enumerate(need) if n]
+    if wanted:
+        with torch.enable_grad():
+            leaves = [t.detach().requires_grad_(n) for t, n in zip(tensors, need, strict=True)]
+            objective = (spectrum(leaves) * p_t).sum().real
+            found = torch.autograd.grad(objective, [leaves[i] for i in wanted])
+            for i, g in zip(wanted, found, strict=True):
+                grads[i] = g
+    return grads
+
+
 class FFTResolvent(Resolvent):
     """Per-frequency inverses ``R̂(f)`` of ``(1 + α)I − αŴ(f)``, applied in the Fourier domain."""
 
@@ -143,13 +169,12 @@ def _norm_I_minus_W(w_hat: Tensor) -> float:
 
 
 class ConvFrozenOperator(FrozenOperator):
-    """``W`` of :class:`ConvMonotone` at fixed kernels: every product in frequency (one FFT pair and a
-    batched ``c × c`` product, cheaper than the three convolutions of ``W`` in space)."""
+    """A circulant ``W`` given by its per-frequency matrices ``Ŵ(f)`` (half spectrum), with its guarantee:
+    every product in frequency (one FFT pair and a batched ``c × c`` product, cheaper than the convolutions
+    of ``W`` in space), and the exact FFT resolvent."""
 
-    def __init__(self, a: Tensor, skew: Tensor, m: float, shape: tuple[int, int, int]) -> None:
-        w_hat = spectrum_of_W(a, skew, m, (shape[1], shape[2]))
-        # the guarantee computes ‖I − W‖₂ from the spectrum, not from the operator: no reference cycle
-        super().__init__(StronglyMonotone(m, functools.partial(_norm_I_minus_W, w_hat)), shape, a.dtype, a.device)
+    def __init__(self, w_hat: Tensor, guarantee: Guarantee, shape: tuple[int, int, int], dtype: torch.dtype) -> None:
+        super().__init__(guarantee, shape, dtype, w_hat.device)
         self.w_hat = w_hat
         """``Ŵ(f)`` on the half spectrum, ``(H, W//2 + 1, c, c)``."""
         self.right = per_frequency_right(self.w_hat)
@@ -167,7 +192,6 @@ class ConvFrozenOperator(FrozenOperator):
 
     def _build_resolvent(self, alpha: float) -> Resolvent:
         return FFTResolvent(self.w_hat, alpha)
-
 
 
 class ConvMonotone(MonotoneOperator):
@@ -225,32 +249,20 @@ class ConvMonotone(MonotoneOperator):
     def vjp(
         self, tensors: Sequence[Tensor], z: Tensor, u: Tensor, need: Sequence[bool]
     ) -> list[Tensor | None]:
-        """In frequency: by Parseval ``⟨u, Wz⟩ = (1/HW) Σ_f ω_f Re tr(Ŵ(f) P(f))`` with
-        ``P(f) = Σ_batch ẑ(f)û(f)ᴴ`` over the half spectrum (``ω_f`` = 2 for the columns that stand for
-        two frequencies), differentiated through the small tensor ``Ŵ(f)`` instead of three convolutions."""
-        (h, w), b, c = self.size, z.shape[0], self.channels
-        w_half = w // 2 + 1
-        with torch.no_grad():  # both spectra as (H · W', batch, c), by 2-D transposes as in spectral_apply
-            z_hat, u_hat = (torch.fft.rfft2(t).reshape(b * c, h * w_half).t().reshape(h * w_half, b, c)
-                            for t in (z, u))
-            p_t = torch.bmm(u_hat.mH, z_hat).view(h, w_half, c, c)  # P(f)ᵀ = Σ_batch conj(û(f)) ẑ(f)ᵀ
-            p_t = p_t * (half_spectrum_weights(w, z)[:, None, None] / (h * w))
-        grads: list[Tensor | None] = [None] * len(tensors)
-        wanted = [i for i, n in enumerate(need) if n]
-        if wanted:
-            with torch.enable_grad():
-                leaves = [t.detach().requires_grad_(n) for t, n in zip(tensors, need, strict=True)]
-                a, skew = self.kernels(leaves)
-                w_hat = spectrum_of_W(a, skew, self.m, self.size)
-                objective = (w_hat * p_t).sum().real
-                found = torch.autograd.grad(objective, [leaves[i] for i in wanted])
-                for i, g in zip(wanted, found, strict=True):
-                    grads[i] = g
-        return grads
+        """In frequency (:func:`spectral_vjp`), instead of through three convolutions."""
+
+        def spectrum(leaves: Sequence[Tensor]) -> Tensor:
+            a, skew = self.kernels(leaves)
+            return spectrum_of_W(a, skew, self.m, self.size)
+
+        return spectral_vjp(spectrum, tensors, z, u, need)
 
     def build(self, tensors: Sequence[Tensor]) -> ConvFrozenOperator:
         a, skew = self.kernels(tensors)
-        return ConvFrozenOperator(a, skew, self.m, self.shape)  # type: ignore[arg-type]
+        w_hat = spectrum_of_W(a, skew, self.m, self.size)
+        # the guarantee computes ‖I − W‖₂ from the spectrum, not from the operator: no reference cycle
+        guarantee = StronglyMonotone(self.m, functools.partial(_norm_I_minus_W, w_hat))
+        return ConvFrozenOperator(w_hat, guarantee, self.shape, a.dtype)  # type: ignore[arg-type]
 
     def extra_repr(self) -> str:
         return f"channels={self.channels}, size={self.size}, kernel_size={self.kernel_size}, m={self.m}"

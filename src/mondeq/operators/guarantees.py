@@ -6,7 +6,9 @@ activation ``σ`` that is the proximal operator of a convex function, i.e. slope
 a class says otherwise), and gives the guarantee of ``Wᵀ``:
 
 * :class:`StronglyMonotone` — ``(I − W) + (I − W)ᵀ ⪰ 2mI`` and ``‖I − W‖₂ ≤ L``: monDEQ (ℓ2).
-* :class:`Symmetric` — additionally ``W = Wᵀ``: OptEq's ``VᵀV``.
+* :class:`Symmetric` — additionally ``W = Wᵀ``: OptEq's ``VᵀV`` with ``‖V‖₂ < 1``.
+* :class:`Nonexpansive` — ``‖W‖₂ ≤ 1`` only: OptEq's ``VᵀV`` with ``‖V‖₂ = 1``, whose fixed-point set need not be a
+  point (SPEC 4.5); no error bound holds.
 * :class:`LinfContractive` — ``μ∞,Δ(W) = μ∞(ΔWΔ⁻¹) ≤ μ < 1`` with ``Δ = diag(weights)``: NEMON. Its
   transpose is :class:`L1Contractive` (``μ1,Δ⁻¹(Wᵀ) = μ∞,Δ(W)``).
 
@@ -23,6 +25,7 @@ Error bounds, with ``r = z − σ(Wz + y)`` and ``e = z − z*``:
 from __future__ import annotations
 
 import functools
+import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -93,6 +96,37 @@ class Symmetric(StronglyMonotone):
 
     def describe(self) -> str:
         return f"symmetric, ℓ2 strongly monotone with m={self.m:g}"
+
+    @property
+    def nonexpansive(self) -> bool:
+        """Whether ``‖W‖₂ ≤ 1`` follows: the eigenvalues of ``W`` lie in ``[1 − L, 1 − m] ⊂ [−1, 1]`` when
+        ``L ≤ 2``."""
+        return self.lipschitz <= 2.0
+
+
+@dataclass(frozen=True, eq=False)
+class Nonexpansive(Guarantee):
+    """``‖W‖₂ ≤ 1``: ``z ↦ σ(Wz + y)`` is ℓ2-nonexpansive for every proximal ``σ``, but its fixed points
+    (if any) need not be unique, so a residual bounds no distance to a particular one (SPEC 4.5).
+
+    Args:
+        symmetric: whether ``W = Wᵀ`` too (then the fixed points minimise a convex objective).
+    """
+
+    symmetric: bool = False
+
+    def norm(self, x: Tensor) -> Tensor:
+        return l2_norm(x)
+
+    def error_bound(self, residual: Tensor) -> Tensor:
+        return torch.full_like(residual, math.inf)
+
+    def dual(self) -> Guarantee:
+        return self  # ‖Wᵀ‖₂ = ‖W‖₂
+
+    def describe(self) -> str:
+        kind = "symmetric, " if self.symmetric else ""
+        return f"{kind}ℓ2-nonexpansive (‖W‖₂ ≤ 1; fixed points need not be unique)"
 
 
 @dataclass(frozen=True, eq=False)

@@ -165,6 +165,8 @@ class Anderson(Solver):
     strict = property(lambda self: self.base.strict)  # type: ignore[assignment]
 
     def refusal(self, guarantee: Guarantee, act: Activation) -> str | None:
+        if not self.base.accelerable:
+            return f"extrapolation would lose what {self.base.name} proves (its selection among fixed points)"
         return self.base.refusal(guarantee, act)
 
     def iteration(self, op: FrozenOperator, act: Activation, y: Tensor, start: Tensor | None = None) -> Iteration:

@@ -365,6 +365,8 @@ class Splitting(Solver):
         strict: raise :class:`ConvergenceError` instead of warning when ``tol`` is not met.
     """
 
+    accelerable: ClassVar[bool] = True
+    """Whether Anderson acceleration keeps what the method proves."""
     alpha: float | None = None
     tol: float = 1e-4
     max_iter: int = 300
