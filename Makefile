@@ -22,7 +22,8 @@ test: $(STAMP)  ## the whole test suite
 # The numerical tests once more under a second set of CPU kernels (avx2 where PyTorch picks AVX-512,
 # else the portable default), so that a test that only passes by the round-off of one set fails everywhere.
 NUMERICAL := tests/test_activations.py tests/test_operators.py tests/test_solvers.py tests/test_anderson.py \
-             tests/test_gradients.py tests/test_conv.py tests/test_multitier.py tests/test_nemon.py
+             tests/test_gradients.py tests/test_conv.py tests/test_multitier.py tests/test_nemon.py \
+             tests/test_opteq.py
 test-kernels: $(STAMP)
 	@cap=$$($(BIN)/python -c "import torch; print(torch.backends.cpu.get_cpu_capability())"); \
 	second=$$([ "$$cap" = AVX512 ] && echo avx2 || echo default); \

@@ -17,11 +17,11 @@ float64 SVD for a dense ``V̂``; for a circular convolution, whose singular valu
 matrices ``V̂(f)`` (the 2-D DFT block-diagonalises it), as the largest over every frequency; then raised by the
 SVD's relative error. The frozen operator stores ``W`` (dense) or ``Ŵ(f) = V̂(f)ᴴV̂(f)`` scaled (circulant),
 computed in float64 and rounded once to the working precision, and its guarantee is that of the stored values:
-``λmax ≤ (1 − δ)(γ² + p) + e`` with ``p`` the float64 products' rounding bound, ``e`` the measured Frobenius norm
-of the final rounding and ``δ`` a margin of a few roundings that is applied to ``W``, so that ``λmax ≤ γ²``; and
-``λmin ≥ −p − e``, so ``‖I − W‖₂ ≤ 1 + p + e``. The differentiable path (parameter gradients) uses the same
-``‖V̂‖₂`` as the bilinear form ``Re uᴴV̂v`` of its top singular vectors, whose gradient ``Re(u vᴴ)`` is that of
-the largest singular value.
+``λmax ≤ (1 − δ)‖V‖₂² + p + e ≤ γ²`` and ``λmin ≥ −p − e`` (so ``‖I − W‖₂ ≤ 1 + p + e``), with
+``‖V‖₂ ≤ γ·min(‖V̂‖₂, 1)`` from the computed bound of ``‖V̂‖₂``, ``p`` the float64 products' rounding bound,
+``e`` the measured Frobenius norm of the final rounding and ``δ`` a margin of a few roundings applied to ``W``.
+The differentiable path (parameter gradients) uses the same ``‖V̂‖₂`` as the bilinear form ``Re uᴴV̂v`` of its
+top singular vectors, whose gradient ``Re(u vᴴ)`` is that of the largest singular value.
 
 With ``γ = 1`` the fixed-point set need not be a point: the guarantee is then only
 :class:`~mondeq.operators.guarantees.Nonexpansive`, and the anchored (Halpern) iteration selects the fixed point
@@ -105,13 +105,16 @@ def _certify(
     bounds every ``‖V̂‖_F²``)."""
     dim = gram.shape[-1]
     eps = torch.finfo(dtype.to_real() if dtype.is_complex else dtype).eps
-    delta = 2.0 * math.sqrt(dim) * eps + 8.0 * dim * _EPS64
-    c2 = (1.0 - delta) * (gamma / max(value, 1.0)) ** 2
+    c0 = (gamma / max(value, 1.0)) ** 2
+    norm2 = c0 * value**2  # ‖γV̂/max(‖V̂‖₂, 1)‖₂² ≤ γ² (smaller where ‖V̂‖₂ < 1)
+    products = 4.0 * dim * _EPS64 * c0 * frob2 + 4.0 * _EPS64  # ‖fl(c²V̂ᴴV̂) − c²V̂ᴴV̂‖₂, with room
+    # δ·‖V‖₂² covers the products' rounding and the final one (≤ u‖W‖_F ≤ u√dim‖V‖₂²): λmax(stored) ≤ ‖V‖₂²
+    delta = min(2.0 * math.sqrt(dim) * eps + (2.0 * products + 16.0 * dim * _EPS64) / max(norm2, 1e-300), 0.5)
+    c2 = (1.0 - delta) * c0
     target = (0.5 * c2) * (gram + gram.mH)  # exactly Hermitian
     stored = target.to(dtype)
     err = float(torch.linalg.matrix_norm(stored.to(target.dtype) - target).max()) * (1.0 + 4.0 * dim * _EPS64)
-    products = 4.0 * dim * _EPS64 * c2 * frob2 + 4.0 * _EPS64  # ‖fl(c²V̂ᴴV̂) − c²V̂ᴴV̂‖₂, with room
-    top, bottom = (1.0 - delta) * gamma**2 + products + err, products + err  # λ(stored) ∈ [−bottom, top]
+    top, bottom = (1.0 - delta) * norm2 + products + err, products + err  # λ(stored) ∈ [−bottom, top]
     if gamma < 1.0:
         if not top < 1.0:
             raise InputError(f"‖W‖₂ is bounded by {top:.6g} ≥ 1 after rounding: lower gamma")
