@@ -26,7 +26,17 @@ from .implicit import (
     solve,
 )
 from .layers import EquilibriumLayer
-from .models import MODELS, ConvMonDEQ, FCMonDEQ, MultiTierMonDEQ, NemonConv, NemonFC, build_model
+from .models import (
+    MODELS,
+    ConvMonDEQ,
+    FCMonDEQ,
+    MultiTierMonDEQ,
+    NemonConv,
+    NemonFC,
+    OptEqConv,
+    OptEqFC,
+    build_model,
+)
 from .operators import (
     ConvMonotone,
     ConvNemon,
@@ -37,12 +47,22 @@ from .operators import (
     MultiTierMonotone,
     TrainableOperator,
 )
-from .operators.guarantees import Guarantee, L1Contractive, LinfContractive, StronglyMonotone, Symmetric
+from .operators.guarantees import (
+    Guarantee,
+    L1Contractive,
+    LinfContractive,
+    Nonexpansive,
+    StronglyMonotone,
+    Symmetric,
+)
+from .operators.opteq import ConvOptEq, DenseOptEq
+from .priors import L1, Box, NonNegative, Prior, WithPrior
 from .solvers import (
     Anderson,
     Average,
     DouglasRachford,
     ForwardBackward,
+    Halpern,
     PeacemanRachford,
     Solution,
     Solver,
@@ -53,19 +73,23 @@ from .solvers import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "L1",
     "MODELS",
     "Activation",
     "Anderson",
     "Average",
     "BackwardMethod",
     "BorderReLU",
+    "Box",
     "ConvMonDEQ",
     "ConvMonotone",
     "ConvNemon",
+    "ConvOptEq",
     "ConvergenceError",
     "ConvergenceWarning",
     "DenseMonotone",
     "DenseNemon",
+    "DenseOptEq",
     "Diagonal",
     "DouglasRachford",
     "EquilibriumLayer",
@@ -73,6 +97,7 @@ __all__ = [
     "ForwardBackward",
     "FrozenOperator",
     "Guarantee",
+    "Halpern",
     "Identity",
     "ImplicitBackward",
     "InputError",
@@ -86,8 +111,13 @@ __all__ = [
     "MultiTierMonotone",
     "NemonConv",
     "NemonFC",
+    "NonNegative",
+    "Nonexpansive",
+    "OptEqConv",
+    "OptEqFC",
     "PeacemanRachford",
     "PhantomBackward",
+    "Prior",
     "ReLU",
     "Solution",
     "SolveRecord",
@@ -98,6 +128,7 @@ __all__ = [
     "TrainableOperator",
     "UnprovenSolverError",
     "UnsafeStepError",
+    "WithPrior",
     "build_model",
     "equilibrium",
     "get_activation",

@@ -34,9 +34,10 @@ class Activation(ABC):
     def derivative(self, v: Tensor) -> Tensor:
         """``σ'(v) ∈ [0, 1]``, elementwise, at the pre-activation ``v``."""
 
-    @abstractmethod
     def value(self, u: Tensor) -> Tensor:
-        """``f(u)``, elementwise (``+∞`` outside its domain)."""
+        """``f(u)``, elementwise (``+∞`` outside its domain); needed only for objectives (OptEq), so an activation
+        of one's own need not define it."""
+        raise InputError(f"{type(self).__name__} does not give the value of its f: define value() to evaluate it")
 
     def __call__(self, v: Tensor) -> Tensor:
         return self.prox(v, 1.0)
