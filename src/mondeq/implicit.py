@@ -56,11 +56,6 @@ class ImplicitBackward(BackwardMethod):
     def adjoint(
         self, op: FrozenOperator, d: Tensor, g: Tensor, forward_solver: Solver
     ) -> tuple[Tensor, SolverStats | None]:
-        if isinstance(op.guarantee, Nonexpansive):
-            raise InputError(
-                f"no implicit gradient for an operator that is {op.guarantee.describe()}: the equilibrium need not "
-                "be unique (selection with gamma = 1 is for inference only); train with gamma < 1"
-            )
         solver = self.solver or forward_solver
         adjoint = op.transpose()
         if isinstance(adjoint.guarantee, L1Contractive):  # pre-activation form (see the module docstring)
@@ -169,6 +164,11 @@ def equilibrium(
     tensors = operator.tensors()
     if not (torch.is_grad_enabled() and (y.requires_grad or any(t.requires_grad for t in tensors))):
         return _forward_solve(spec, y, tensors)[1].z  # nothing to differentiate: no graph, nothing saved
+    if issubclass(operator.guarantee_type, Nonexpansive):  # before the solve: no gradient method applies
+        raise InputError(
+            "no gradient through an operator that is only nonexpansive: its equilibrium need not be unique "
+            "(selection with gamma = 1 is for inference only; use torch.no_grad()); train with gamma < 1"
+        )
     return _ImplicitEquilibrium.apply(spec, y, *tensors)
 
 

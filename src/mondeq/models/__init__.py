@@ -38,7 +38,7 @@ DESCRIPTIONS = {
     "nemon-fc": "fully connected NEMON, ℓ∞-contractive (MNIST: 784 → 100 → 10, 89,610 parameters)",
     "nemon-conv": "single-convolution NEMON, ℓ∞-contractive (MNIST 64 channels; CIFAR-10 81 channels)",
     "opteq-fc": "fully connected OptEq, W = VᵀV (MNIST: 784 → 95 → 10, 84,560 parameters)",
-    "opteq-conv": "single-convolution OptEq, W = VᵀV (MNIST 73 channels, 84,461; CIFAR-10 106 channels, 171,942)",
+    "opteq-conv": "single-convolution OptEq, W = VᵀV (MNIST 73 channels, 84,471; CIFAR-10 106 channels, 171,942)",
     "opteq-deep-fc": "deep fully connected OptEq, blocks (72, 72, 72) (MNIST: 83,170 parameters)",
     "opteq-deep-conv": "deep convolutional OptEq, blocks (38, 38, 38) at one resolution (MNIST: 83,990 parameters)",
 }

@@ -6,7 +6,7 @@ equilibrium networks", TPAMI 2023).
 (conv), and ``σ = prox_f`` optionally composed with a convex prior (:mod:`mondeq.priors`). A deep OptEq has
 blocks ``z = (z₁, …, z_L)`` coupled through a block lower-bidiagonal ``V``: the input enters the first block, the
 head reads the last. Reference sizes (MNIST, the monDEQ models' parameter counts): FC 784 → 95 → 10 (84,560;
-monDEQ 84,313), deep FC (72, 72, 72) (83,170), conv 73 channels (84,461; monDEQ 84,460), deep conv (38, 38, 38)
+monDEQ 84,313), deep FC (72, 72, 72) (83,170), conv 73 channels (84,471; monDEQ 84,460), deep conv (38, 38, 38)
 (83,990); CIFAR-10 conv 106 channels (171,942; monDEQ 172,218).
 """
 
@@ -67,9 +67,10 @@ class _OptEqClassifier(nn.Module):
         return self.mon.input_map(self._prepare(x))
 
     def equilibrium(self, x: Tensor) -> Tensor:
-        """``z*`` for the input ``x`` (no gradient), by the layer's solver."""
+        """``z*`` for the input ``x`` (no gradient), by the layer's evaluation solver (else its solver)."""
         with torch.no_grad():
-            sol = solve(self.mon.operator, self.mon.activation, self.equilibrium_input(x), self.mon.solver)
+            solver = self.mon.eval_solver or self.mon.solver
+            sol = solve(self.mon.operator, self.mon.activation, self.equilibrium_input(x), solver)
             return self.mon.activation(sol.pre_activation)  # in the domain of f exactly
 
     def objective(self, x: Tensor, z: Tensor) -> Tensor:

@@ -100,8 +100,8 @@ class Symmetric(StronglyMonotone):
     @property
     def nonexpansive(self) -> bool:
         """Whether ``‖W‖₂ ≤ 1`` follows: the eigenvalues of ``W`` lie in ``[1 − L, 1 − m] ⊂ [−1, 1]`` when
-        ``L ≤ 2``."""
-        return self.lipschitz <= 2.0
+        ``m ≥ 0`` and ``L ≤ 2``."""
+        return self.m >= 0.0 and self.lipschitz <= 2.0
 
 
 @dataclass(frozen=True, eq=False)

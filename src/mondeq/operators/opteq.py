@@ -12,10 +12,12 @@ whose optimality condition ``0 ∈ ∂f(z) + (I − W)z − y`` is ``z = prox_f(
     V = γ · V̂ / max(‖V̂‖₂, 1)
 
 keeps ``‖V‖₂ ≤ γ`` for every ``V̂`` and reaches every ``V`` with ``‖V‖₂ ≤ γ`` (take ``V̂ = V/γ``). ``‖V̂‖₂`` is
-computed, not estimated (a power iteration gives a lower bound, under which ``‖V‖₂`` could exceed ``γ``): by a
-float64 SVD for a dense ``V̂``; for a circular convolution, whose singular values are those of its per-frequency
-matrices ``V̂(f)`` (the 2-D DFT block-diagonalises it), as the largest over every frequency; then raised by the
-SVD's relative error. The frozen operator stores ``W`` (dense) or ``Ŵ(f) = V̂(f)ᴴV̂(f)`` scaled (circulant),
+computed, not estimated (a power iteration gives a lower bound, under which ``‖V‖₂`` could exceed ``γ``): from a
+float64 eigen-decomposition of ``V̂ᵀV̂`` for a dense ``V̂``; for a circular convolution, whose singular values are
+those of its per-frequency matrices ``V̂(f)`` (the 2-D DFT block-diagonalises it), as the largest over every
+frequency; then raised by a rounding margin of ``4n·ε₆₄·‖V̂‖_F²`` on ``λmax`` (the Gram product's proven bound
+plus the eigensolver's backward error, which LAPACK keeps at a modest multiple of ``n·ε₆₄·‖V̂ᵀV̂‖`` in practice but
+does not state as a constant). The frozen operator stores ``W`` (dense) or ``Ŵ(f) = V̂(f)ᴴV̂(f)`` scaled (circulant),
 computed in float64 and rounded once to the working precision, and its guarantee is that of the stored values:
 ``λmax ≤ (1 − δ)‖V‖₂² + p + e ≤ γ²`` and ``λmin ≥ −p − e`` (so ``‖I − W‖₂ ≤ 1 + p + e``), with
 ``‖V‖₂ ≤ γ·min(‖V̂‖₂, 1)`` from the computed bound of ``‖V̂‖₂``, ``p`` the float64 products' rounding bound,
@@ -23,9 +25,12 @@ computed in float64 and rounded once to the working precision, and its guarantee
 The differentiable path (parameter gradients) uses the same ``‖V̂‖₂`` as the bilinear form ``Re uᴴV̂v`` of its
 top singular vectors, whose gradient ``Re(u vᴴ)`` is that of the largest singular value.
 
-With ``γ = 1`` the fixed-point set need not be a point: the guarantee is then only
+With ``γ = 1`` the fixed-point set of ``VᵀV`` need not be a point (or may be empty): the guarantee is then only
 :class:`~mondeq.operators.guarantees.Nonexpansive`, and the anchored (Halpern) iteration selects the fixed point
-nearest its anchor (:mod:`mondeq.solvers.halpern`); there is no implicit gradient.
+nearest its anchor (:mod:`mondeq.solvers.halpern`); there is no implicit gradient. The stored operator itself is
+rounded inside ``‖W‖₂ ≤ 1`` by the margin ``δ`` (about ``√n`` float32 roundings), so strictly it has a unique fixed
+point, which the anchored iteration reaches only after some ``1/δ`` iterations: before that it follows the
+selection of the exact ``VᵀV``.
 
 Deep OptEq: with blocks ``z = (z₁, …, z_L)`` and ``V`` block lower bidiagonal (block row ``i`` holds ``V_{i,i}``
 and ``V_{i,i−1}``), ``W = VᵀV`` is block tridiagonal, ``W_{jk} = Σᵢ V_{ij}ᵀV_{ik}``: each block is coupled to its
@@ -50,6 +55,7 @@ from ..errors import InputError
 from .base import FrozenOperator, TrainableOperator
 from .conv import (
     ConvFrozenOperator,
+    adjoint_product,
     circular_conv,
     conv_transpose_kernel,
     kernel_spectrum,
@@ -85,6 +91,7 @@ class NormWitness:
         """``c`` as a function of ``V̂`` (of ``V̂(f*)`` for a convolution): ``‖V̂‖₂`` is replaced by ``Re uᴴV̂v``,
         equal in value, whose gradient is that of the largest singular value."""
         sigma = (self.u.conj().to(v_hat.dtype) @ v_hat @ self.v.to(v_hat.dtype)).real
+        sigma = self.value + (sigma - sigma.detach())  # the certified value, with the gradient of σmax
         return self.scale * max(self.value, 1.0) / torch.clamp(sigma, min=1.0)
 
 
@@ -107,14 +114,17 @@ def _certify(
     eps = torch.finfo(dtype.to_real() if dtype.is_complex else dtype).eps
     c0 = (gamma / max(value, 1.0)) ** 2
     norm2 = c0 * value**2  # ‖γV̂/max(‖V̂‖₂, 1)‖₂² ≤ γ² (smaller where ‖V̂‖₂ < 1)
-    products = 4.0 * dim * _EPS64 * c0 * frob2 + 4.0 * _EPS64  # ‖fl(c²V̂ᴴV̂) − c²V̂ᴴV̂‖₂, with room
-    # δ·‖V‖₂² covers the products' rounding and the final one (≤ u‖W‖_F ≤ u√dim‖V‖₂²): λmax(stored) ≤ ‖V‖₂²
-    delta = min(2.0 * math.sqrt(dim) * eps + (2.0 * products + 16.0 * dim * _EPS64) / max(norm2, 1e-300), 0.5)
+    products = 5.0 * dim * _EPS64 * c0 * frob2  # ‖fl(c²V̂ᴴV̂) − c²V̂ᴴV̂‖₂ ≤ n·u·c²‖V̂‖_F², with room
+    # δ·‖V‖₂² covers the products' rounding and the final one (≤ u‖W‖_F ≤ u√dim‖V‖₂²): λmax(stored) ≤ ‖V‖₂²; all
+    # terms relative (products/‖V‖₂² ≤ 5·dim²·ε₆₄), so δ does not depend on the scale of V̂
+    tiny = torch.finfo(torch.float64).tiny
+    delta = 2.0 * math.sqrt(dim) * eps + 16.0 * dim * _EPS64 + 2.0 * products / max(norm2, tiny)
     c2 = (1.0 - delta) * c0
     target = (0.5 * c2) * (gram + gram.mH)  # exactly Hermitian
     stored = target.to(dtype)
     err = float(torch.linalg.matrix_norm(stored.to(target.dtype) - target).max()) * (1.0 + 4.0 * dim * _EPS64)
     top, bottom = (1.0 - delta) * norm2 + products + err, products + err  # λ(stored) ∈ [−bottom, top]
+    top, bottom = top + 4.0 * _EPS64, bottom + 4.0 * _EPS64  # m = 1 − top and L = 1 + bottom are rounded too
     if gamma < 1.0:
         if not top < 1.0:
             raise InputError(f"‖W‖₂ is bounded by {top:.6g} ≥ 1 after rounding: lower gamma")
@@ -272,7 +282,7 @@ class ConvOptEq(_OptEqOperator):
 
         def spectrum(leaves: Sequence[Tensor]) -> Tensor:
             k_hat = kernel_spectrum(self.kernel(leaves), self.size)
-            return k_hat.mH @ k_hat
+            return adjoint_product(k_hat, k_hat)
 
         return spectral_vjp(spectrum, tensors, z, u, need)
 

@@ -54,7 +54,8 @@ class Halpern(Splitting):
 
     Args:
         anchor: the point ``a`` whose nearest fixed point is selected, one per sample (``None``: the starting
-            point, zero by default).
+            point, zero by default). Without a ``start`` the iteration starts at the anchor (the start its rate
+            is stated for), not at zero.
         tol, max_iter: as for every solver, with defaults for its ``O(1/k)`` rate.
     """
 
