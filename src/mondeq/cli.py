@@ -55,7 +55,7 @@ def _train_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--augment-flip", action="store_true", help="random horizontal flips")
     p.add_argument("--train-subset", type=int, help="first N of a seeded permutation")
     p.add_argument("--test-subset", type=int, help="first N of a seeded permutation")
-    p.add_argument("--hidden", type=int, help="width of the equilibrium (fc; default 87)")
+    p.add_argument("--hidden", type=int, help="width of the equilibrium (fc 87, nemon-fc 100, opteq-fc 95 by default)")
     p.add_argument("--channels", type=_channels,
                    help="channels of the equilibrium: N (conv models), or one count per tier, e.g. 16,32,32 "
                         "(multi-tier models)")
