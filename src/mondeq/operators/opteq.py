@@ -140,14 +140,10 @@ class _OptEqOperator(TrainableOperator):
     """What the dense and the convolutional ``W = VᵀV`` share: ``γ``, the guarantee type, ``m``, and ``V̂`` from its
     blocks (the diagonal blocks ``V_{i,i}`` and, for a deep OptEq, the blocks ``V_{i,i−1}`` below them)."""
 
-    guarantee_type: type[Guarantee] = Symmetric
-
     def __init__(self, gamma: float, blocks: tuple[int, ...], tail: tuple[int, ...], dtype: torch.dtype | None,
                  device: torch.device | str | None) -> None:
         super().__init__()
         self.gamma = _check_gamma(gamma)
-        if self.gamma == 1.0:
-            self.guarantee_type = Nonexpansive
         self.blocks, self._tail = blocks, tail
         taps = math.prod(tail)
 
@@ -158,6 +154,11 @@ class _OptEqOperator(TrainableOperator):
         fan = [b + (blocks[i - 1] if i else 0) for i, b in enumerate(blocks)]
         self.diagonal = nn.ParameterList([init(b, b, fan[i]) for i, b in enumerate(blocks)])
         self.below = nn.ParameterList([init(blocks[i], blocks[i - 1], fan[i]) for i in range(1, len(blocks))])
+
+    @property  # type: ignore[override]
+    def guarantee_type(self) -> type[Guarantee]:  # type: ignore[override]
+        """``Symmetric`` for ``γ < 1``, ``Nonexpansive`` for ``γ = 1`` (derived from ``gamma``, never stale)."""
+        return Nonexpansive if self.gamma == 1.0 else Symmetric
 
     def hyperparameters(self) -> tuple[float, ...]:
         return (self.gamma,)
