@@ -76,6 +76,15 @@ def _train_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--eval-max-iter", type=int, help="evaluation iteration limit (default: the training one)")
     p.add_argument("--lipschitz-reg", type=float,
                    help="NEMON: add λ × the ℓ∞ Lipschitz bound of the logits to the loss (default 0)")
+    p.add_argument("--certified-train", choices=["inf", "2"],
+                   help="certified training: inf, the interval-bound loss (NEMON); 2, the Lipschitz-margin loss "
+                        "(monDEQ, OptEq)")
+    p.add_argument("--train-eps", type=float, help="the training radius on the pixel scale (with --certified-train)")
+    p.add_argument("--eps-warmup", type=float, help=f"epochs of clean training first (default {d.eps_warmup})")
+    p.add_argument("--eps-ramp", type=float,
+                   help=f"epochs over which eps grows to --train-eps (default {d.eps_ramp})")
+    p.add_argument("--robust-mix", type=float,
+                   help=f"final weight of the clean loss against the certified one (default {d.robust_mix})")
     p.add_argument("--seed", type=int, help=f"default {d.seed}")
     p.add_argument("--device", help="cpu, cuda, cuda:N (default cpu)")
     p.add_argument("--out", help="folder for metrics.jsonl, config.json, checkpoint.pt, plots")
@@ -118,7 +127,11 @@ def _certify_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data-dir", default=None)
     p.add_argument("--test-subset", type=int, default=None)
     p.add_argument("--tol", type=float, default=1e-5, help="solver tolerance of the logits (default 1e-5)")
-    p.add_argument("--attack", choices=["pgd"], default=None, help="also attack with PGD (20 steps)")
+    p.add_argument("--attack", choices=["pgd"], default=None, help="also attack with PGD")
+    p.add_argument("--attack-steps", type=int, default=20, help="PGD steps (default 20)")
+    p.add_argument("--restarts", type=int, default=1, help="PGD runs, the first from the clean image, the others "
+                                                           "from random points of the ball (default 1)")
+    p.add_argument("--plot", default=None, help="write a PNG of certified (and attacked) accuracy against eps")
     p.add_argument("--device", default="cpu")
     p.add_argument("--json", action="store_true", help="print one JSON object")
 
@@ -127,22 +140,34 @@ def _cmd_certify(args: argparse.Namespace) -> int:
     import json
 
     from .errors import InputError
-    from .robustness import certify
+    from .robustness import certify, plot_certify
     from .train import model_from_checkpoint
 
     if any(not e >= 0 for e in args.eps):
         raise InputError(f"--eps must be ≥ 0, got {args.eps}")
+    if args.attack_steps < 1 or args.restarts < 1:
+        raise InputError(f"--attack-steps and --restarts must be ≥ 1, got {args.attack_steps}, {args.restarts}")
     model, splits, _ = model_from_checkpoint(args.checkpoint, dataset=args.dataset, data_dir=args.data_dir,
                                              test_subset=args.test_subset, device=args.device, eval_tol=args.tol)
-    r = certify(model, splits, args.eps, args.norm, attack=args.attack == "pgd")
+    r = certify(model, splits, args.eps, args.norm, attack=args.attack == "pgd", attack_steps=args.attack_steps,
+                restarts=args.restarts)
+    if args.plot:
+        plot_certify(r, args.plot)
     if args.json:
         print(json.dumps(r))
         return 0
     print(f"clean accuracy {100 * r['clean_acc']:.2f}% of {r['n']:,} images; the logits are "
           f"{r['lipschitz']:.4g}-Lipschitz in the ℓ{r['norm']} norm of the pixels")
     for row in r["results"]:
-        attacked = f", PGD accuracy {100 * row['pgd_acc']:.2f}%" if "pgd_acc" in row else ""
-        print(f"  eps {row['eps']:<8g} certified accuracy {100 * row['certified_acc']:.2f}%{attacked}")
+        parts = [f"certified {100 * row['certified_acc']:.2f}% (Lipschitz {100 * row['lipschitz_certified_acc']:.2f}%"]
+        if "interval_certified_acc" in row:
+            parts[0] += f", interval {100 * row['interval_certified_acc']:.2f}%"
+        parts[0] += ")"
+        if "pgd_acc" in row:
+            parts.append(f"under PGD {100 * row['pgd_acc']:.2f}%")
+        print(f"  eps {row['eps']:<8g} " + ", ".join(parts))
+    if args.plot:
+        print(f"wrote {args.plot}")
     return 0
 
 

@@ -25,3 +25,7 @@ class ConvergenceError(MondeqError, RuntimeError):
 
 class ConvergenceWarning(UserWarning):
     """A solve that stopped at ``max_iter`` before reaching its tolerance."""
+
+
+class CertificateError(MondeqError, RuntimeError):
+    """A certificate contradicted: an attack changed the prediction of a point certified at that radius."""

@@ -112,11 +112,13 @@ class _Spec:
     solver: Solver
     backward: BackwardMethod
     record: SolveRecord = field(default_factory=SolveRecord)
+    start: Tensor | None = None
 
 
 def _forward_solve(spec: _Spec, y: Tensor, tensors: tuple[Tensor, ...]) -> tuple[FrozenOperator, Solution]:
     op = spec.operator.frozen(tensors)
-    sol = spec.solver.solve(op, spec.activation, y.detach())
+    start = spec.start if spec.start is not None and spec.start.shape == y.shape else None
+    sol = spec.solver.solve(op, spec.activation, y.detach(), start)
     spec.record.forward = sol.stats
     return op, sol
 
@@ -148,11 +150,13 @@ def equilibrium(
     solver: Solver | None = None,
     backward: BackwardMethod | None = None,
     record: SolveRecord | None = None,
+    start: Tensor | None = None,
 ) -> Tensor:
     """The equilibrium ``z*`` of ``z = σ(Wz + y)``, differentiable in ``y`` and the operator's parameters.
 
     Gradients come from ``backward`` (exact implicit differentiation by default). Statistics of both
-    solves go to ``record`` when one is given.
+    solves go to ``record`` when one is given. The forward solve starts from ``start`` when it has ``y``'s
+    shape (a warm start: the equilibrium does not depend on it), else from zero.
     """
     spec = _Spec(
         operator,
@@ -160,6 +164,7 @@ def equilibrium(
         solver or make_solver(default_solver(operator.guarantee_type)),
         backward or ImplicitBackward(),
         record if record is not None else SolveRecord(),
+        None if start is None else start.detach(),
     )
     tensors = operator.tensors()
     if not (torch.is_grad_enabled() and (y.requires_grad or any(t.requires_grad for t in tensors))):

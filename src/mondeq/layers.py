@@ -23,7 +23,9 @@ class EquilibriumLayer(nn.Module):
         eval_solver: a solver for evaluation mode (``None``: ``solver``).
 
     After each call :attr:`last_solve` holds the forward statistics, and the backward ones once
-    ``backward()`` has run.
+    ``backward()`` has run. With :attr:`warm_start` set, each solve starts from the previous call's
+    equilibrium when the batch has the same shape (an attack's steps: the equilibrium is the same, the solve
+    shorter).
     """
 
     def __init__(
@@ -43,12 +45,17 @@ class EquilibriumLayer(nn.Module):
         self.backward_method = backward or ImplicitBackward()
         self.eval_solver = eval_solver
         self.last_solve: SolveRecord | None = None
+        self.warm_start = False
+        self._last: Tensor | None = None
 
     def forward(self, x: Tensor) -> Tensor:
         y = self.input_map(x)
         solver = self.solver if self.training or self.eval_solver is None else self.eval_solver
         self.last_solve = record = SolveRecord()
-        return equilibrium(self.operator, self.activation, y, solver, self.backward_method, record)
+        start = self._last if self.warm_start else None
+        z = equilibrium(self.operator, self.activation, y, solver, self.backward_method, record, start)
+        self._last = z.detach() if self.warm_start else None
+        return z
 
     def extra_repr(self) -> str:
         return f"activation={self.activation!r}, solver={self.solver!r}, backward={self.backward_method!r}"

@@ -1,5 +1,5 @@
 """Named training recipes: one command per table row of the monDEQ paper (SPEC 6), and the NEMON and OptEq
-recipes.
+recipes, and the certified-training ones.
 
 The monDEQ presets use Peaceman–Rachford at tolerance 1e-2 with at most 300 iterations for training, m = 1,
 batch 128 (test 400). The NEMON presets (SPEC 4.4) follow the original code: the average iteration at
@@ -9,7 +9,9 @@ commented-out full runs); where it differs, the step size is ``α*`` (it fixes �
 convolutions are 3 × 3 with zero padding (5 × 5 with a circular wrap in its code). The NEMON paper reports
 no accuracy table that this library reproduces, so those presets list none. The OptEq presets (SPEC 4.5) use
 the monDEQ recipe of the same dataset (Peaceman–Rachford included) with the default ``γ = 0.95``; the paper's
-abstract reports no table either. Pass ``--data-dir`` for the
+abstract reports no table either. The certified-training presets (``mnist-nemon-fc-ibp``: the interval-bound
+loss at ``ε = 0.15``; ``mnist-fc-lmt``: the Lipschitz-margin loss at ℓ2 ``ε = 1``) train 25 epochs at batch
+100, decay ×0.1 after 20, with one clean epoch and a 10-epoch ramp to a half-clean mix. Pass ``--data-dir`` for the
 data; explicit options override a preset.
 """
 
@@ -28,6 +30,8 @@ _NEMON = {"solver": "avg", "gamma": 0.0, "tol": 1e-2, "max_iter": 300, "augment_
 _OPTEQ = {k: v for k, v in _PAPER.items() if k != "m"}
 _NEMON_FC = {"batch_size": 500, "test_batch_size": 1000, "lr_step": 10}
 _NEMON_CONV = {"batch_size": 120, "test_batch_size": 200, "lr_step": 25}
+_CERTIFIED = {"epochs": 25, "batch_size": 100, "test_batch_size": 1000, "lr_step": 20, "eps_warmup": 1.0,
+              "eps_ramp": 10.0, "robust_mix": 0.5}
 
 
 @dataclass(frozen=True)
@@ -64,6 +68,10 @@ PRESETS: dict[str, Preset] = {
     "mnist-nemon-fc": Preset("none reported", "nemon-fc", "mnist", 40, 1e-3, _NEMON_FC, _NEMON),
     "mnist-nemon-conv": Preset("none reported", "nemon-conv", "mnist", 40, 1e-3, _NEMON_CONV, _NEMON),
     "cifar10-nemon-conv": Preset("none reported", "nemon-conv", "cifar10", 40, 1e-3, _NEMON_CONV, _NEMON),
+    "mnist-nemon-fc-ibp": Preset("none reported", "nemon-fc", "mnist", 25, 1e-3,
+                                 {**_CERTIFIED, "certified_train": "inf", "train_eps": 0.15}, _NEMON),
+    "mnist-fc-lmt": Preset("none reported", "fc", "mnist", 25, 1e-3,
+                           {**_CERTIFIED, "certified_train": "2", "train_eps": 1.0}),
     "mnist-opteq-fc": Preset("none reported", "opteq-fc", "mnist", 40, 1e-3, {"lr_step": 10}, _OPTEQ),
     "mnist-opteq-deep-fc": Preset("none reported", "opteq-deep-fc", "mnist", 40, 1e-3, {"lr_step": 10}, _OPTEQ),
     "mnist-opteq-conv": Preset("none reported", "opteq-conv", "mnist", 40, 1e-3, {"lr_step": 10}, _OPTEQ),

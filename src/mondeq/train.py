@@ -26,7 +26,7 @@ from .errors import ConvergenceWarning, InputError
 from .layers import EquilibriumLayer
 from .models import build_model
 from .priors import PRIORS
-from .robustness import LipschitzPenalty
+from .robustness import CertifiedLoss, LipschitzPenalty
 from .solvers import default_solver, make_solver
 
 
@@ -66,6 +66,11 @@ class TrainConfig:
     eval_alpha: float | None = None
     eval_max_iter: int | None = None
     lipschitz_reg: float = 0.0
+    certified_train: str | None = None
+    train_eps: float = 0.0
+    eps_warmup: float = 1.0
+    eps_ramp: float = 5.0
+    robust_mix: float = 0.5
     seed: int = 0
     device: str = "cpu"
     out: str | None = None
@@ -93,6 +98,9 @@ class TrainConfig:
         for name in ("weight_decay", "augment_pad", "lipschitz_reg"):
             if not getattr(self, name) >= 0:
                 raise InputError(f"--{name.replace('_', '-')} must be ≥ 0, got {getattr(self, name)}")
+        if self.certified_train is not None:
+            CertifiedLoss(self.certified_train, self.train_eps, (0.0,), (1.0,), self.eps_warmup, self.eps_ramp,
+                          self.robust_mix)  # its one-line errors
         if self.optimizer not in ("adam", "sgd"):
             raise InputError(f"--optimizer must be adam or sgd, got {self.optimizer!r}")
         if self.schedule not in ("step", "one-cycle"):
@@ -379,6 +387,11 @@ def _train(
     if cfg.lipschitz_reg > 0:
         regularizers = [*regularizers, LipschitzPenalty(cfg.lipschitz_reg, splits.info.std)]
         regularizers[-1](model)  # a model without an ℓ∞ bound fails here, before any training
+    certified = None
+    if cfg.certified_train is not None:
+        certified = CertifiedLoss(cfg.certified_train, cfg.train_eps, splits.info.mean, splits.info.std,
+                                  cfg.eps_warmup, cfg.eps_ramp, cfg.robust_mix)
+        certified.check(model)
     ranks.broadcast(model)
     optimizer: torch.optim.Optimizer
     if cfg.optimizer == "sgd":
@@ -441,7 +454,10 @@ def _train(
             y = ranks.shard(splits.train_labels[idx]).to(device)
             with _tallied_warnings():
                 logits = model(x)
-                loss = F.cross_entropy(logits, y, reduction="sum") / len(idx)  # this rank's share of the mean
+                if certified is None:
+                    loss = F.cross_entropy(logits, y, reduction="sum") / len(idx)  # this rank's share of the mean
+                else:
+                    loss = certified(model, x, y, logits, epoch - 1 + step / steps) * (len(y) / len(idx))
                 for reg in regularizers:  # summed over the ranks: each adds its share
                     loss = loss + reg(model) / ranks.world
                 optimizer.zero_grad(set_to_none=True)

@@ -26,6 +26,7 @@ from ..activations import Activation
 from ..implicit import BackwardMethod
 from ..layers import EquilibriumLayer
 from ..operators.nemon import ConvNemon, DenseNemon
+from ..robustness.interval import abs_linear, linear_box
 from ..solvers import Solver
 from ..solvers.base import check_shape
 
@@ -40,6 +41,18 @@ class _NemonClassifier(nn.Module, ABC):
 
     mon: EquilibriumLayer
     head: nn.Linear
+
+    @abstractmethod
+    def readout(self, z: Tensor) -> Tensor:
+        """``R(z)``: the head's input (monotone and linear: identity or average pooling)."""
+
+    def input_box(self, lo: Tensor, hi: Tensor) -> tuple[Tensor, Tensor]:
+        """The box of ``y = Ux + b`` over inputs ``x ∈ [lo, hi]`` (normalised scale), rounding included."""
+        apply, apply_abs, terms = abs_linear(self.mon.input_map)
+        return linear_box(apply, apply_abs, terms, self._prepare(lo), self._prepare(hi))
+
+    def _prepare(self, x: Tensor) -> Tensor:
+        return x
 
     @abstractmethod
     def _input_rows(self, std: Tensor) -> Tensor:
@@ -113,6 +126,12 @@ class NemonFC(_NemonClassifier):
         check_shape(x, self.input_shape, "input")
         return self.head(self.mon(x.flatten(1)))
 
+    def readout(self, z: Tensor) -> Tensor:
+        return z
+
+    def _prepare(self, x: Tensor) -> Tensor:
+        return x.flatten(1)
+
     def _input_rows(self, std: Tensor) -> Tensor:
         u = self.mon.input_map.weight  # features in channel-first order: each channel's block has its std
         return (u.abs() / std.repeat_interleave(u.shape[1] // std.numel())).sum(dim=1)
@@ -169,8 +188,10 @@ class NemonConv(_NemonClassifier):
 
     def forward(self, x: Tensor) -> Tensor:
         check_shape(x, self.input_shape, "input")
-        z = self.mon(x)
-        return self.head(torch.nn.functional.avg_pool2d(z, self.pool).flatten(1))
+        return self.head(self.readout(self.mon(x)))
+
+    def readout(self, z: Tensor) -> Tensor:
+        return torch.nn.functional.avg_pool2d(z, self.pool).flatten(1)
 
     def _input_rows(self, std: Tensor) -> Tensor:
         u = self.mon.input_map.weight  # (channels, c_in, k, k); zero padding: interior rows have every tap

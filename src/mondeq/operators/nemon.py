@@ -48,6 +48,27 @@ def _guarantee(rows: Tensor, magnitude: Tensor, terms: int, diagonal: Tensor, we
     return LinfContractive(mu, weights, float(diagonal.min()))
 
 
+def dense_guarantee(w: Tensor, weights: Tensor) -> LinfContractive:
+    """The guarantee of the stored matrix ``w`` in the weights ``Δ``: the measure of ``ΔwΔ⁻¹`` in float64."""
+    m = w.double() * (weights.double()[:, None] / weights.double()[None, :])
+    diag = m.diagonal()
+    magnitude = m.abs().sum(dim=1)
+    rows = diag + magnitude - diag.abs()
+    return _guarantee(rows, magnitude, w.shape[1], diag, weights)
+
+
+def conv_guarantee(kernel: Tensor, shift: Tensor, weights: Tensor) -> LinfContractive:
+    """The guarantee of the stored convolution ``Δ⁻¹(kernel∗ + diag(shift))Δ``: the shift and the centre tap of
+    ``kernel[o, o]`` on the diagonal, every other tap off it (measures in float64)."""
+    c = kernel.shape[-1] // 2
+    k64, centre = kernel.double(), kernel[:, :, c, c].diagonal().double()
+    diag = shift.double() + centre
+    taps = k64.abs().sum(dim=(1, 2, 3))
+    rows = diag + taps - centre.abs()
+    magnitude = taps + shift.double().abs()
+    return _guarantee(rows, magnitude, kernel[0].numel() + 1, diag, weights)
+
+
 class DenseNemon(TrainableOperator):
     """Trainable dense ``W = Δ⁻¹(γI + T − diag(|T|𝟙))Δ`` on ``ℝⁿ`` (see the module docstring).
 
@@ -99,12 +120,7 @@ class DenseNemon(TrainableOperator):
 
     def build(self, tensors: Sequence[Tensor]) -> DenseFrozenOperator:
         w = self.weight(tensors)
-        weights = torch.exp(tensors[1])
-        m = w.double() * (weights.double()[:, None] / weights.double()[None, :])  # ΔWΔ⁻¹ of the stored W
-        diag = m.diagonal()
-        magnitude = m.abs().sum(dim=1)
-        rows = diag + magnitude - diag.abs()
-        return DenseFrozenOperator(w, guarantee=_guarantee(rows, magnitude, self.n, diag, weights))
+        return DenseFrozenOperator(w, guarantee=dense_guarantee(w, torch.exp(tensors[1])))
 
     def extra_repr(self) -> str:
         return f"n={self.n}, gamma={self.gamma}"
@@ -194,14 +210,7 @@ class ConvNemon(TrainableOperator):
         kernel, delta = tensors
         weights = torch.exp(delta).view(-1, 1, 1)
         shift = self.gamma - kernel.abs().sum(dim=(1, 2, 3))  # as the frozen operator stores it
-        # the measure of what is applied: the stored γ − Sₒ plus the centre tap on the diagonal, every other
-        # stored tap off it
-        k64, centre = kernel.double(), self._centre(kernel.double())
-        diag = shift.double() + centre
-        taps = k64.abs().sum(dim=(1, 2, 3))
-        rows = diag + taps - centre.abs()
-        magnitude = taps + shift.double().abs()
-        guarantee = _guarantee(rows, magnitude, kernel[0].numel() + 1, diag, weights)
+        guarantee = conv_guarantee(kernel, shift, weights)  # the measure of what is applied
         return ConvNemonFrozenOperator(kernel, weights, shift, self.shape, guarantee)
 
     def extra_repr(self) -> str:

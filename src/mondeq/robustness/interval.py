@@ -1,0 +1,253 @@
+"""Interval bounds of NEMON equilibria and logits by the mixed-monotone embedding (SPEC 5; Jafarpour, Davydov
+& Bullo 2022, "Robustness certificates for implicit neural networks: a mixed monotone contractive approach").
+
+**The embedding.** Split ``W = P + N``: ``P`` holds the diagonal (of either sign) and the positive off-diagonal
+entries, ``N`` the negative off-diagonal ones. The embedded equilibrium
+
+    z̲ = σ(P z̲ + N z̄ + y̲),   z̄ = σ(P z̄ + N z̲ + ȳ)
+
+is that of ``W_e = [[P, N], [N, P]]`` on twice the state. ``P`` and ``N`` share out ``W``'s off-diagonal
+entries, so every row of ``Δ_e W_e Δ_e⁻¹`` (``Δ_e = diag(Δ, Δ)``) has the measure of ``W``'s row and the same
+diagonal: ``W_e`` is a NEMON operator with ``W``'s guarantee, solved (average iteration) and differentiated
+(implicit backward) like one. That is the certified-training bound.
+
+**Enclosure, whatever the tolerance.** With ``α ≤ α*`` the map ``t(zᵢ, r) = (1 − α)zᵢ + ασ(Wᵢᵢzᵢ + r)`` is
+non-decreasing in ``zᵢ`` (its slope is at least ``1 − α(1 − min(Wᵢᵢ, 0)) ≥ 0`` for ``σ`` slope-restricted in
+``[0, 1]``) and in ``r``. Hence for every ``y ∈ [y̲, ȳ]`` and ``z ∈ [z̲, z̄]`` the average step
+``T_y(z) = (1 − α)z + ασ(Wz + y)`` lies in the box ``G(z̲, z̄)`` of the embedded average step. If a box holds
+every equilibrium ``z*(y)``, so does its intersection with ``G(box)`` (as ``z* = T_y(z*)``). The first box
+comes from the error bound at ``z = 0``: ``‖Δz*‖∞ ≤ ‖Δσ(y)‖∞ / (1 − μ⁺)`` with ``|σ(y)| ≤ max(|σ(y̲)|, |σ(ȳ)|)``.
+Every iterate is therefore an enclosure, and ``G`` contracts in the weighted ℓ∞ norm by ``1 − α(1 − μ⁺)``, so
+the boxes shrink to the embedded equilibrium. In floating point each step is widened by a bound of its
+rounding (``γₖ = k·u`` per dot product of ``k`` terms, with a few roundings to spare).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..activations import Activation
+from ..errors import InputError
+from ..implicit import equilibrium
+from ..operators.base import FrozenOperator, TrainableOperator
+from ..operators.dense import DenseFrozenOperator
+from ..operators.guarantees import LinfContractive
+from ..operators.nemon import ConvNemon, ConvNemonFrozenOperator, DenseNemon, conv_guarantee, dense_guarantee
+
+_U64 = torch.finfo(torch.float64).eps / 2
+
+
+def _split_dense(w: Tensor) -> Tensor:
+    """``[[P, N], [N, P]]`` of a dense ``W`` (differentiable)."""
+    d = torch.diag(w.diagonal())
+    off = w - d
+    p, n = off.clamp(min=0.0) + d, off.clamp(max=0.0)
+    return torch.cat([torch.cat([p, n], 1), torch.cat([n, p], 1)], 0)
+
+
+def _split_kernel(kernel: Tensor) -> Tensor:
+    """The embedded kernel of a NEMON convolution: the centre tap of ``K[o, o]`` (the diagonal) stays in ``P``
+    whatever its sign."""
+    c, k = kernel.shape[0], kernel.shape[-1]
+    mask = torch.zeros_like(kernel, dtype=torch.bool)
+    idx = torch.arange(c, device=kernel.device)
+    mask[idx, idx, k // 2, k // 2] = True
+    p = torch.where(mask, kernel, kernel.clamp(min=0.0))
+    n = torch.where(mask, torch.zeros_like(kernel), kernel.clamp(max=0.0))
+    return torch.cat([torch.cat([p, n], 1), torch.cat([n, p], 1)], 0)
+
+
+class MixedMonotoneEmbedding(TrainableOperator):
+    """The embedded operator ``W_e`` of a NEMON operator (see the module docstring), on ``(z̲, z̄)`` stacked
+    along the first non-batch dimension. Its parameters are the NEMON's; it holds no copy of them.
+
+    Args:
+        base: a :class:`~mondeq.operators.DenseNemon` or :class:`~mondeq.operators.ConvNemon`.
+    """
+
+    guarantee_type = LinfContractive
+
+    def __init__(self, base: TrainableOperator) -> None:
+        super().__init__()
+        if not isinstance(base, (DenseNemon, ConvNemon)):
+            raise InputError(f"interval bounds need a NEMON operator (an ℓ∞ contraction), got {type(base).__name__}")
+        self.base = base
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        first, *rest = self.base.shape
+        return (2 * first, *rest)
+
+    def hyperparameters(self) -> tuple[float, ...]:
+        return self.base.hyperparameters()
+
+    def tensors(self) -> tuple[Tensor, ...]:
+        return self.base.tensors()
+
+    def _conv_parts(self, tensors: Sequence[Tensor]) -> tuple[Tensor, Tensor, Tensor]:
+        kernel, delta = tensors
+        shift = self.base.gamma - kernel.abs().sum(dim=(1, 2, 3))
+        weights = torch.exp(delta).view(-1, 1, 1)
+        return _split_kernel(kernel), shift.repeat(2), weights.repeat(2, 1, 1)
+
+    def apply_W(self, tensors: Sequence[Tensor], z: Tensor) -> Tensor:
+        if isinstance(self.base, DenseNemon):
+            return z @ _split_dense(self.base.weight(tensors)).T
+        kernel, shift, weights = self._conv_parts(tensors)
+        u = z * weights
+        return (F.conv2d(u, kernel, padding=kernel.shape[-1] // 2) + shift.view(-1, 1, 1) * u) / weights
+
+    def build(self, tensors: Sequence[Tensor]) -> FrozenOperator:
+        if isinstance(self.base, DenseNemon):
+            w = _split_dense(self.base.weight(tensors))
+            return DenseFrozenOperator(w, guarantee=dense_guarantee(w, torch.exp(tensors[1]).repeat(2)))
+        kernel, shift, weights = self._conv_parts(tensors)
+        return ConvNemonFrozenOperator(kernel, weights, shift, self.shape, conv_guarantee(kernel, shift, weights))
+
+    def magnitude(self, op: FrozenOperator) -> tuple[FrozenOperator, int]:
+        """``|W_e|`` of a frozen embedding (entrywise) and the number of terms of a row: the rounding bound."""
+        if isinstance(op, DenseFrozenOperator):
+            return DenseFrozenOperator(op.weight.abs(), guarantee=op.guarantee), op.weight.shape[1]
+        assert isinstance(op, ConvNemonFrozenOperator)
+        absolute = ConvNemonFrozenOperator(op.kernel.abs(), op.scale, op.shift.abs().flatten(), op.shape, op.guarantee)
+        return absolute, op.kernel[0].numel() + 1
+
+
+def _halves(z: Tensor) -> tuple[Tensor, Tensor]:
+    lo, hi = z.chunk(2, dim=1)
+    return lo, hi
+
+
+def linear_box(
+    apply: Callable[[Tensor], Tensor], apply_abs: Callable[[Tensor], Tensor], terms: int, lo: Tensor, hi: Tensor
+) -> tuple[Tensor, Tensor]:
+    """The box of ``apply(x)`` (affine) over ``x ∈ [lo, hi]``: ``apply(c) ± |A|r`` with ``c``, ``r`` the box's
+    centre and half-width, widened by the rounding of ``terms``-term dot products (``apply_abs``: ``x ↦ |A|x``)."""
+    centre, radius = (hi + lo) / 2, (hi - lo) / 2
+    mid, spread = apply(centre), apply_abs(radius)
+    eps = torch.finfo(mid.dtype).eps
+    slack = (terms + 6) * eps * (apply_abs(centre.abs() + radius) + mid.abs())
+    return mid - spread - slack, mid + spread + slack
+
+
+@torch.no_grad()
+def enclose(
+    operator: TrainableOperator, act: Activation, y_lo: Tensor, y_hi: Tensor, tol: float = 1e-10,
+    max_iter: int = 20000,
+) -> tuple[Tensor, Tensor, int]:
+    """A box ``[z̲, z̄]`` holding the equilibrium of every ``y ∈ [y_lo, y_hi]`` of a NEMON ``operator`` (see the
+    module docstring; compute in float64 for a tight rounding bound), and the iterations it took. It stops when
+    no box moves by more than ``tol`` in ``‖Δ·‖∞`` relative to its size; every iterate is an enclosure."""
+    emb = MixedMonotoneEmbedding(operator)
+    op = emb.frozen()
+    absolute, terms = emb.magnitude(op)
+    g = op.guarantee
+    assert isinstance(g, LinfContractive)
+    alpha = g.alpha_max
+    weights = g.weights.to(y_lo.dtype)
+    w_half = _halves(weights.expand(op.shape)[None])[0]
+    u = torch.finfo(y_lo.dtype).eps / 2
+    widen = 2 * (terms + 8) * u
+    reach = torch.maximum(act(y_lo).abs(), act(y_hi).abs())
+    bound = (reach * w_half).flatten(1).amax(1) / (1.0 - g.mu_plus) * (1 + widen)
+    box = (bound.view(-1, *[1] * (y_lo.dim() - 1)) / w_half).expand_as(y_lo)
+    lo, hi = -box.clone(), box.clone()
+    y = torch.cat([y_lo, y_hi], 1)
+    y_abs = y.abs()
+    for it in range(1, max_iter + 1):
+        state = torch.cat([lo, hi], 1)
+        pre = op.W(state, add=y)
+        slack = widen * (absolute.W(state.abs(), add=y_abs))
+        pre_lo, pre_hi = _halves(pre)
+        s_lo, s_hi = _halves(slack)
+        a_lo, a_hi = act(pre_lo - s_lo), act(pre_hi + s_hi)
+        a_lo, a_hi = a_lo - 2 * u * a_lo.abs(), a_hi + 2 * u * a_hi.abs()
+        new_lo, new_hi = (1 - alpha) * lo + alpha * a_lo, (1 - alpha) * hi + alpha * a_hi
+        new_lo = new_lo - 4 * u * (lo.abs() + a_lo.abs())
+        new_hi = new_hi + 4 * u * (hi.abs() + a_hi.abs())
+        new_lo, new_hi = torch.maximum(lo, new_lo), torch.minimum(hi, new_hi)
+        moved = torch.maximum((new_lo - lo).abs(), (new_hi - hi).abs()) * w_half
+        size = torch.maximum(new_lo.abs(), new_hi.abs()) * w_half
+        lo, hi = new_lo, new_hi
+        if bool((moved.flatten(1).amax(1) <= tol * (1 + size.flatten(1).amax(1))).all()):
+            return lo, hi, it
+    return lo, hi, max_iter
+
+
+def interval_equilibrium(
+    layer: nn.Module, y_lo: Tensor, y_hi: Tensor
+) -> tuple[Tensor, Tensor]:
+    """``(z̲, z̄)``, the embedded equilibrium of an equilibrium layer over ``y ∈ [y_lo, y_hi]``, differentiable
+    (the layer's solver and backward on the embedded operator): the bound certified training minimises."""
+    emb = MixedMonotoneEmbedding(layer.operator)
+    solver = layer.solver if layer.training or layer.eval_solver is None else layer.eval_solver
+    z = equilibrium(emb, layer.activation, torch.cat([y_lo, y_hi], 1), solver, layer.backward_method)
+    return _halves(z)
+
+
+def head_margins(head: nn.Linear, f_lo: Tensor, f_hi: Tensor, labels: Tensor | None = None) -> Tensor:
+    """Lower bounds of ``y_k − y_l`` over the feature box ``[f_lo, f_hi]`` of a linear head, the difference taken
+    before bounding (tighter than differencing logit bounds): ``(B, K, K)``, or with ``labels``, ``(B, K)``
+    for ``k`` the label (``0`` at the label). Widened by the rounding of ``F``-term dot products."""
+    centre, radius = (f_hi + f_lo) / 2, (f_hi - f_lo) / 2
+    w, b = head.weight, head.bias
+    eps = torch.finfo(centre.dtype).eps
+    terms = w.shape[1] + 6
+    if labels is None:
+        d = w[:, None, :] - w[None, :, :]
+        mid = torch.einsum("klf,bf->bkl", d, centre) + (b[:, None] - b[None, :])
+        spread = torch.einsum("klf,bf->bkl", d.abs(), radius)
+        slack = terms * eps * (torch.einsum("klf,bf->bkl", d.abs(), centre.abs() + radius) + b.abs().sum())
+    else:
+        d = w[labels][:, None, :] - w[None, :, :]
+        mid = torch.einsum("bkf,bf->bk", d, centre) + (b[labels][:, None] - b[None, :])
+        spread = torch.einsum("bkf,bf->bk", d.abs(), radius)
+        slack = terms * eps * (torch.einsum("bkf,bf->bk", d.abs(), centre.abs() + radius) + b.abs().sum())
+    return mid - spread - slack
+
+
+def pixel_box(pixels: Tensor, eps: float, mean: Sequence[float], std: Sequence[float]) -> tuple[Tensor, Tensor]:
+    """The ℓ∞ ball of radius ``eps`` around images on the pixel scale, cut to ``[0, 1]``, on the normalised
+    scale ``(x − mean)/std`` of each channel."""
+    shape = (1, -1, *[1] * (pixels.dim() - 2))
+    m = torch.as_tensor(mean, dtype=pixels.dtype, device=pixels.device).view(shape)
+    s = torch.as_tensor(std, dtype=pixels.dtype, device=pixels.device).view(shape)
+    lo, hi = (pixels - eps).clamp(0.0, 1.0), (pixels + eps).clamp(0.0, 1.0)
+    return (lo - m) / s, (hi - m) / s
+
+
+def interval_margins(model: nn.Module, lo: Tensor, hi: Tensor, tol: float = 1e-10) -> Tensor:
+    """Sound lower bounds ``(B, K, K)`` of every logit difference ``y_k − y_l`` of a NEMON classifier over the
+    input box ``[lo, hi]`` (normalised scale), from the enclosure of :func:`enclose` (no gradient)."""
+    if not hasattr(model, "input_box"):
+        raise InputError(f"no interval bound for {type(model).__name__}: it needs a NEMON (ℓ∞-contractive) model")
+    with torch.no_grad():
+        y_lo, y_hi = model.input_box(lo, hi)
+        z_lo, z_hi, _ = enclose(model.mon.operator, model.mon.activation, y_lo, y_hi, tol)
+        f_lo, f_hi = model.readout(z_lo), model.readout(z_hi)
+        pooled = getattr(model, "pool", 1) ** 2  # an average pooling's sum of p² terms and its division
+        slack = (pooled + 2) * torch.finfo(f_lo.dtype).eps * torch.maximum(f_lo.abs(), f_hi.abs())
+        return head_margins(model.head, f_lo - slack, f_hi + slack)
+
+
+def ibp_worst_logits(model: nn.Module, lo: Tensor, hi: Tensor, labels: Tensor) -> Tensor:
+    """Upper bounds of ``y_k − y_label`` over the input box (``0`` at the label), differentiable through the
+    embedded equilibrium: the cross-entropy of these is the interval-bound loss (Gowal et al. 2018)."""
+    y_lo, y_hi = model.input_box(lo, hi)
+    z_lo, z_hi = interval_equilibrium(model.mon, y_lo, y_hi)
+    return -head_margins(model.head, model.readout(z_lo), model.readout(z_hi), labels)
+
+
+def abs_linear(module: nn.Module) -> tuple[Callable[[Tensor], Tensor], Callable[[Tensor], Tensor], int]:
+    """``(x ↦ module(x), x ↦ |A|x, terms)`` of an ``nn.Linear`` or zero-padded stride-1 ``nn.Conv2d``."""
+    if isinstance(module, nn.Linear):
+        return module, lambda x: F.linear(x, module.weight.abs()), module.in_features + 1
+    if isinstance(module, nn.Conv2d) and module.padding_mode == "zeros" and module.stride == (1, 1):
+        pad = module.padding
+        return module, lambda x: F.conv2d(x, module.weight.abs(), padding=pad), math.prod(module.weight.shape[1:]) + 1
+    raise InputError(f"no interval map for {type(module).__name__}")
