@@ -23,7 +23,7 @@ test: $(STAMP)  ## the whole test suite
 # else the portable default), so that a test that only passes by the round-off of one set fails everywhere.
 NUMERICAL := tests/test_activations.py tests/test_operators.py tests/test_solvers.py tests/test_anderson.py \
              tests/test_gradients.py tests/test_conv.py tests/test_multitier.py tests/test_nemon.py \
-             tests/test_opteq.py
+             tests/test_opteq.py tests/test_interval.py
 test-kernels: $(STAMP)
 	@cap=$$($(BIN)/python -c "import torch; print(torch.backends.cpu.get_cpu_capability())"); \
 	second=$$([ "$$cap" = AVX512 ] && echo avx2 || echo default); \

@@ -142,7 +142,7 @@ def plot_certify(result: dict, path: str | Path) -> None:
     if all("pgd_acc" in r for r in rows):
         ax.plot(eps, [100 * r["pgd_acc"] for r in rows], "s--", label="under PGD (upper bound)")
     ax.axhline(100 * result["clean_acc"], color="grey", lw=0.8, label="clean")
-    ax.set_xlabel(f"ε (ℓ{result['norm']}, pixel scale)")
+    ax.set_xlabel(f"ε (ℓ{'∞' if result['norm'] == 'inf' else result['norm']}, pixel scale)")
     ax.set_ylabel("accuracy (%)")
     ax.set_ylim(0, 100)
     ax.legend()
