@@ -106,7 +106,7 @@ def test_an_enclosure_is_refused_for_a_monotone_model() -> None:
 
 
 @pytest.mark.parametrize("name", list(KINDS))
-def test_the_training_bound_is_differentiable_and_above_the_sound_one(name: str) -> None:
+def test_the_training_bound_is_the_sound_one_and_differentiable(name: str) -> None:
     model = _model(name, 2.0).train()
     x = torch.randn(2, 1, 8, 8, dtype=torch.float64)
     labels = torch.tensor([0, 3])
