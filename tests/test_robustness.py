@@ -17,13 +17,16 @@ SMALL = {
     "fc": dict(hidden=12),
     "conv": dict(channels=3, pool=2),
     "multitier": dict(channels=(2, 3)),
+    "opteq-fc": dict(hidden=12, gamma=0.8),
+    "opteq-conv": dict(channels=3, pool=2, gamma=0.8),
 }
 
 
 def _model(name: str) -> torch.nn.Module:
     torch.manual_seed(0)
+    options = SMALL[name] if name.startswith("opteq") else {"m": 0.5, **SMALL[name]}
     model = mondeq.build_model(name, (1, 8, 8), 4, solver=mondeq.PeacemanRachford(tol=1e-12, max_iter=5000),
-                               m=0.5, **SMALL[name]).double()
+                               **options).double()
     with torch.no_grad():  # sharpen the weights so that the bound is tested away from zero
         for p in model.parameters():
             p.mul_(2.0)
