@@ -124,7 +124,7 @@ class NemonFC(_NemonClassifier):
 
     def forward(self, x: Tensor) -> Tensor:
         check_shape(x, self.input_shape, "input")
-        return self.head(self.mon(x.flatten(1)))
+        return self.head(self.mon(self._prepare(x)))
 
     def readout(self, z: Tensor) -> Tensor:
         return z

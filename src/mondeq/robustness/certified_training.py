@@ -45,8 +45,6 @@ class LipschitzPenalty:
         return self.weight * model.linf_lipschitz(self.std, self.p)
 
 
-
-
 class CertifiedLoss:
     """The certified-training loss of ``norm`` (``"inf"``: interval bounds; ``"2"``: Lipschitz margin).
 

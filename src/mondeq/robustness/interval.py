@@ -150,33 +150,29 @@ def enclose(
     assert isinstance(g, LinfContractive)
     alpha = g.alpha_max
     weights = g.weights.to(y_lo.dtype)
-    w_half = _halves(weights.expand(op.shape)[None])[0]
+    w_full = weights.expand(op.shape)[None]
+    w_half = _halves(w_full)[0]
     u = torch.finfo(y_lo.dtype).eps / 2
     widen = 2 * (terms + 8) * u
     reach = torch.maximum(act(y_lo).abs(), act(y_hi).abs())
     bound = (reach * w_half).flatten(1).amax(1) / (1.0 - g.mu_plus) * (1 + widen)
     box = (bound.view(-1, *[1] * (y_lo.dim() - 1)) / w_half).expand_as(y_lo)
-    lo, hi = -box.clone(), box.clone()
+    state = torch.cat([-box, box], 1)  # (z̲, z̄) stacked, as the embedded operator takes them
+    sign = torch.cat([-torch.ones_like(w_half), torch.ones_like(w_half)], 1)  # outward: down, then up
     y = torch.cat([y_lo, y_hi], 1)
     y_abs = y.abs()
     for it in range(1, max_iter + 1):
-        state = torch.cat([lo, hi], 1)
-        pre = op.W(state, add=y)
-        slack = widen * (absolute.W(state.abs(), add=y_abs))
-        pre_lo, pre_hi = _halves(pre)
-        s_lo, s_hi = _halves(slack)
-        a_lo, a_hi = act(pre_lo - s_lo), act(pre_hi + s_hi)
-        a_lo, a_hi = a_lo - 2 * u * a_lo.abs(), a_hi + 2 * u * a_hi.abs()
-        new_lo, new_hi = (1 - alpha) * lo + alpha * a_lo, (1 - alpha) * hi + alpha * a_hi
-        new_lo = new_lo - 4 * u * (lo.abs() + a_lo.abs())
-        new_hi = new_hi + 4 * u * (hi.abs() + a_hi.abs())
-        new_lo, new_hi = torch.maximum(lo, new_lo), torch.minimum(hi, new_hi)
-        moved = torch.maximum((new_lo - lo).abs(), (new_hi - hi).abs()) * w_half
-        size = torch.maximum(new_lo.abs(), new_hi.abs()) * w_half
-        lo, hi = new_lo, new_hi
-        if bool((moved.flatten(1).amax(1) <= tol * (1 + size.flatten(1).amax(1))).all()):
-            return lo, hi, it
-    return lo, hi, max_iter
+        pre = op.W(state, add=y) + sign * (widen * absolute.W(state.abs(), add=y_abs))
+        a = act(pre)
+        a = a + sign * (2 * u * a.abs())
+        new = (1 - alpha) * state + alpha * a + sign * (4 * u * (state.abs() + a.abs()))
+        new = torch.where(sign < 0, torch.maximum(state, new), torch.minimum(state, new))
+        moved = ((new - state).abs() * w_full).flatten(1).amax(1)
+        size = (new.abs() * w_full).flatten(1).amax(1)
+        state = new
+        if bool((moved <= tol * (1 + size)).all()):
+            return (*_halves(state), it)
+    return (*_halves(state), max_iter)
 
 
 def interval_equilibrium(
@@ -196,18 +192,14 @@ def head_margins(head: nn.Linear, f_lo: Tensor, f_hi: Tensor, labels: Tensor | N
     for ``k`` the label (``0`` at the label). Widened by the rounding of ``F``-term dot products."""
     centre, radius = (f_hi + f_lo) / 2, (f_hi - f_lo) / 2
     w, b = head.weight, head.bias
+    if labels is None:  # every pair: (K, K, F), shared by the batch
+        d, bias, spec = w[:, None, :] - w[None, :, :], b[:, None] - b[None, :], "klf,bf->bkl"
+    else:  # the label against every class: (B, K, F)
+        d, bias, spec = w[labels][:, None, :] - w[None, :, :], b[labels][:, None] - b[None, :], "bkf,bf->bk"
+    mid = torch.einsum(spec, d, centre) + bias
+    spread = torch.einsum(spec, d.abs(), radius)
     eps = torch.finfo(centre.dtype).eps
-    terms = w.shape[1] + 6
-    if labels is None:
-        d = w[:, None, :] - w[None, :, :]
-        mid = torch.einsum("klf,bf->bkl", d, centre) + (b[:, None] - b[None, :])
-        spread = torch.einsum("klf,bf->bkl", d.abs(), radius)
-        slack = terms * eps * (torch.einsum("klf,bf->bkl", d.abs(), centre.abs() + radius) + b.abs().sum())
-    else:
-        d = w[labels][:, None, :] - w[None, :, :]
-        mid = torch.einsum("bkf,bf->bk", d, centre) + (b[labels][:, None] - b[None, :])
-        spread = torch.einsum("bkf,bf->bk", d.abs(), radius)
-        slack = terms * eps * (torch.einsum("bkf,bf->bk", d.abs(), centre.abs() + radius) + b.abs().sum())
+    slack = (w.shape[1] + 6) * eps * (torch.einsum(spec, d.abs(), centre.abs() + radius) + b.abs().sum())
     return mid - spread - slack
 
 
