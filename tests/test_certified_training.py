@@ -13,6 +13,7 @@ import torch
 import mondeq
 from mondeq.cli import main
 from mondeq.errors import CertificateError
+from mondeq.normalization import Normalization
 from mondeq.robustness import CertifiedLoss, certify, pgd, warm_started
 
 SMALL = ["--train-subset", "3000", "--test-subset", "300", "--hidden", "40", "--batch-size", "100",
@@ -73,7 +74,7 @@ def test_a_contradicted_certificate_is_an_error(nemon_runs: dict[str, Path], mon
 
     monkeypatch.setattr(certify_module, "certified_radius", inflated)
     with pytest.raises(CertificateError, match="unsound"):
-        certify(model, splits, [0.3], "inf", attack=True)
+        certify(model, splits.test_images, splits.test_labels, splits.normalization, [0.3], "inf", attack=True)
 
 
 def test_restarts_only_lower_the_attacked_accuracy_and_warm_starts_shorten_solves(
@@ -88,8 +89,8 @@ def test_restarts_only_lower_the_attacked_accuracy_and_warm_starts_shorten_solve
         with torch.no_grad():
             return float((model(splits.standardize(adv)).argmax(1) == labels).double().mean())
 
-    one = accuracy(pgd(model, splits, images, labels, 0.1, "inf", steps=10, restarts=1))
-    three = accuracy(pgd(model, splits, images, labels, 0.1, "inf", steps=10, restarts=3))
+    one = accuracy(pgd(model, splits.normalization, images, labels, 0.1, "inf", steps=10, restarts=1))
+    three = accuracy(pgd(model, splits.normalization, images, labels, 0.1, "inf", steps=10, restarts=3))
     assert three <= one < 0.9
     x = splits.normalize(images)
     with torch.no_grad():
@@ -104,7 +105,7 @@ def test_restarts_only_lower_the_attacked_accuracy_and_warm_starts_shorten_solve
 
 
 def test_the_schedule_ramps_eps_and_the_clean_weight() -> None:
-    loss = CertifiedLoss("inf", 0.2, (0.0,), (1.0,), warmup=1.0, ramp=4.0, mix=0.4)
+    loss = CertifiedLoss("inf", 0.2, Normalization((0.0,), (1.0,)), warmup=1.0, ramp=4.0, mix=0.4)
     assert loss.schedule(0.5) == (0.0, 1.0)
     assert loss.schedule(3.0) == pytest.approx((0.1, 0.7))
     assert loss.schedule(9.0) == pytest.approx((0.2, 0.4))
@@ -115,8 +116,8 @@ def test_the_lipschitz_margin_loss_is_the_margin_raised_cross_entropy() -> None:
     model = mondeq.build_model("fc", (1, 8, 8), 4, hidden=8).double()
     x, labels = torch.randn(5, 1, 8, 8, dtype=torch.float64), torch.tensor([0, 1, 2, 3, 0])
     logits = model(x)
-    loss = CertifiedLoss("2", 0.5, (0.0,), (0.5,), warmup=0.0, ramp=0.0, mix=0.25)
-    pairs = mondeq.robustness.lipschitz_l2(model)[1] / 0.5
+    loss = CertifiedLoss("2", 0.5, Normalization((0.0,), (0.5,)), warmup=0.0, ramp=0.0, mix=0.25)
+    pairs = model.lipschitz("2", Normalization((0.0,), (1.0,))).pairs / 0.5  # the normalisation divides U by std
     raised = logits + 0.5 * pairs[labels]
     expected = 0.25 * torch.nn.functional.cross_entropy(logits, labels) + 0.75 * torch.nn.functional.cross_entropy(
         raised, labels)
@@ -126,10 +127,24 @@ def test_the_lipschitz_margin_loss_is_the_margin_raised_cross_entropy() -> None:
     assert model.head.weight.grad is not None and model.head.weight.grad.abs().sum() > 0
 
 
-@pytest.mark.parametrize(("model", "norm", "message"), [("fc", "inf", "NEMON"), ("nemon-fc", "2", "ℓ2")])
-def test_certified_training_refuses_a_family_it_has_no_bound_for(model: str, norm: str, message: str,
-                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+def test_the_lipschitz_margin_loss_of_a_nemon_reaches_its_operator() -> None:
+    """For a NEMON the ℓ2 margin loss uses its ℓ∞ bound (an ℓ2 one too), differentiable in every parameter."""
+    torch.manual_seed(0)
+    model = mondeq.build_model("nemon-fc", (1, 8, 8), 4, hidden=8).double()
+    x, labels = torch.randn(5, 1, 8, 8, dtype=torch.float64), torch.tensor([0, 1, 2, 3, 0])
+    loss = CertifiedLoss("2", 0.5, Normalization((0.0,), (1.0,)), warmup=0.0, ramp=0.0, mix=0.0)
+    pairs = model.lipschitz("inf", Normalization((0.0,), (1.0,))).pairs
+    logits = model(x)
+    got = loss(model, x, labels, logits, 1.0)
+    torch.testing.assert_close(got, torch.nn.functional.cross_entropy(logits + 0.5 * pairs[labels], labels))
+    got.backward()
+    assert model.mon.operator.delta.grad.abs().sum() > 0 and model.mon.input_map.weight.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("model", ["fc", "conv"])
+def test_interval_training_refuses_a_family_it_has_no_bound_for(model: str,
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
     code = main(["train", "--model", model, "--epochs", "1", "--train-subset", "100", "--test-subset", "100",
-                 "--certified-train", norm, "--train-eps", "0.1", "--no-progress"])
-    assert code == 2 and message in capsys.readouterr().err
+                 "--certified-train", "inf", "--train-eps", "0.1", "--no-progress"])
+    assert code == 2 and "NEMON" in capsys.readouterr().err
     assert main(["train", "--certified-train", "inf", "--train-eps", "-1", "--epochs", "1"]) == 2

@@ -9,8 +9,7 @@ import torch
 
 import mondeq
 from mondeq.operators.guarantees import LinfContractive
-from mondeq.robustness import MixedMonotoneEmbedding, enclose, interval_margins
-from mondeq.robustness.interval import ibp_worst_logits
+from mondeq.robustness import MixedMonotoneEmbedding, enclose
 
 KINDS = {
     "nemon-fc": dict(hidden=16),
@@ -37,6 +36,34 @@ def _dense(op: torch.nn.Module) -> torch.Tensor:
     eye = torch.eye(size, dtype=torch.float64).view(size, *n)
     with torch.no_grad():
         return op.frozen().W(eye).reshape(size, size).T
+
+
+def _box_samples(model: torch.nn.Module, lo: torch.Tensor, hi: torch.Tensor) -> list[torch.Tensor]:
+    """The box's corners, random points in it, and the points PGD finds on each logit difference over it."""
+    gen = torch.Generator().manual_seed(2)
+    samples = [lo, hi] + [lo + (hi - lo) * torch.rand(lo.shape, generator=gen, dtype=torch.float64)
+                          for _ in range(20)]
+    for k in range(4):
+        x = (lo + hi) / 2
+        for _ in range(15):
+            x.requires_grad_(True)
+            y = model(x)
+            (g,) = torch.autograd.grad((y.sum(1) - 4 * y[:, k]).sum(), x)
+            x = torch.minimum(torch.maximum(x.detach() + 0.1 * g.sign(), lo), hi)
+        samples.append(x.detach())
+    return samples
+
+
+def _differences(model: torch.nn.Module, samples: list[torch.Tensor]) -> torch.Tensor:
+    with torch.no_grad():
+        return torch.stack([y[:, :, None] - y[:, None, :] for y in map(model, samples)])
+
+
+def _gap(diffs: torch.Tensor, margins: torch.Tensor) -> float:
+    """The median distance of the margins below the sampled minima, relative to the sampled spread."""
+    off = ~torch.eye(margins.shape[-1], dtype=torch.bool)
+    gap = (diffs.amin(0) - margins)[:, off] / (diffs.amax(0) - diffs.amin(0))[:, off].clamp_min(1e-12)
+    return float(gap.median())
 
 
 @pytest.mark.parametrize("name", list(KINDS))
@@ -71,38 +98,69 @@ def test_enclosure_holds_sampled_and_attacked_equilibria(name: str, scale: float
     # early iterates are enclosures too (looser)
     e_lo, e_hi, _ = enclose(model.mon.operator, model.mon.activation, y_lo, y_hi, tol=1e-12, max_iter=3)
     assert bool((e_lo <= z_lo + 1e-12).all()) and bool((e_hi >= z_hi - 1e-12).all())
-    margins = interval_margins(model, lo, hi)
-    samples = [lo, hi] + [lo + (hi - lo) * torch.rand(lo.shape, generator=gen, dtype=torch.float64)
-                          for _ in range(20)]
-    # the points an attack finds: PGD on each logit difference over the box
-    for k in range(4):
-        x = centre.clone()
-        for _ in range(15):
-            x.requires_grad_(True)
-            y = model(x)
-            (g,) = torch.autograd.grad((y.sum(1) - 4 * y[:, k]).sum(), x)
-            x = torch.minimum(torch.maximum(x.detach() + 0.1 * g.sign(), lo), hi)
-        samples.append(x.detach())
-    zs, diffs = [], []
-    for x in samples:
-        with torch.no_grad():
-            zs.append(model.mon(model._prepare(x)))
-            y = model(x)
-        diffs.append(y[:, :, None] - y[:, None, :])
-    zs, diffs = torch.stack(zs), torch.stack(diffs)
+    margins = model.interval(lo, hi)
+    samples = _box_samples(model, lo, hi)
+    with torch.no_grad():
+        zs = torch.stack([model.mon(model._prepare(x)) for x in samples])
+    diffs = _differences(model, samples)
     assert bool((zs >= z_lo).all()) and bool((zs <= z_hi).all())
     assert bool((diffs >= margins - 1e-12).all())
     # not vacuous: the equilibria found span a good part of the box, the margins come close to the samples'
     span = (zs.amax(0) - zs.amin(0)).sum() / (z_hi - z_lo).sum()
-    off = ~torch.eye(4, dtype=torch.bool)
-    gap = (diffs.amin(0) - margins)[:, off] / (diffs.amax(0) - diffs.amin(0))[:, off].clamp_min(1e-12)
-    assert float(span) > 0.15 and float(gap.median()) < 6.0
+    assert float(span) > 0.15 and _gap(diffs, margins) < 6.0
 
 
-def test_an_enclosure_is_refused_for_a_monotone_model() -> None:
-    model = mondeq.build_model("fc", (1, 8, 8), 4, hidden=8)
+@pytest.mark.parametrize(("name", "options", "shrink"), [("fc", dict(hidden=10, m=0.5), 0.15),
+                                                         ("opteq-fc", dict(hidden=(6, 6), gamma=0.7), 1.0)])
+def test_a_dense_l2_model_has_an_interval_bound_where_its_measure_allows(name: str, options: dict,
+                                                                         shrink: float) -> None:
+    """A dense monDEQ or OptEq offers the interval bound exactly when ``minΔ μ∞,Δ(W) < 1``: the Perron weights
+    reach that minimum (below the identity's and random weights' measures), the enclosure then holds sampled
+    and attacked logits and is not vacuous; a monDEQ with large weights is refused in one line."""
+    from mondeq.operators.nemon import dense_guarantee
+    from mondeq.robustness.interval import perron_weights
+
+    torch.manual_seed(3)
+    solver = mondeq.PeacemanRachford(tol=1e-13, max_iter=20000)
+    model = mondeq.build_model(name, (1, 6, 6), 4, solver=solver, **options).double().eval()
+    with torch.no_grad():
+        for p in model.mon.operator.parameters():
+            p.mul_(shrink)
+    w = model._dense_w()
+    root, weights = perron_weights(w)
+    assert root < 1 and model.interval_support() is None
+    def measure(d: torch.Tensor) -> float:  # max over rows of Wᵢᵢ + Σⱼ |Wᵢⱼ| dᵢ/dⱼ, from the dense matrix
+        m = w * (d[:, None] / d[None, :])
+        return float((m.diagonal() + (m - torch.diag(m.diagonal())).abs().sum(1)).max())
+
+    assert measure(weights) == pytest.approx(root, abs=1e-9)
+    assert dense_guarantee(w, weights).mu == pytest.approx(root, abs=1e-9)
+    assert root <= measure(torch.ones_like(weights)) + 1e-12
+    for _ in range(5):
+        assert root <= measure(torch.rand(len(weights), dtype=torch.float64) + 0.1) + 1e-12
+    gen = torch.Generator().manual_seed(4)
+    centre = torch.randn(3, 1, 6, 6, generator=gen, dtype=torch.float64)
+    lo, hi = centre - 0.2, centre + 0.2
+    margins = model.interval(lo, hi)
+    diffs = _differences(model, _box_samples(model, lo, hi))
+    assert bool((diffs >= margins - 1e-12).all())
+    assert _gap(diffs, margins) < 6.0
+    if name != "fc":  # an OptEq's W = VᵀV is normalised: scaling its parameters leaves it as it is
+        return
+    with torch.no_grad():  # far from contractive in ℓ∞: refused, with the measure in the message
+        for p in model.mon.operator.parameters():
+            p.mul_(20.0)
+    reason = model.interval_support()
+    assert reason is not None and "≥ 1" in reason
+    with pytest.raises(mondeq.InputError, match="no interval bound"):
+        model.interval(lo, hi)
+
+
+def test_a_convolutional_monotone_model_offers_no_interval_bound() -> None:
+    model = mondeq.build_model("conv", (1, 8, 8), 4, channels=3)
+    assert "no interval bound" in (model.interval_support() or "")
     with pytest.raises(mondeq.InputError, match="interval"):
-        interval_margins(model, torch.zeros(1, 1, 8, 8), torch.ones(1, 1, 8, 8))
+        model.interval(torch.zeros(1, 1, 8, 8), torch.ones(1, 1, 8, 8))
 
 
 @pytest.mark.parametrize("name", list(KINDS))
@@ -111,10 +169,10 @@ def test_the_training_bound_is_the_sound_one_and_differentiable(name: str) -> No
     x = torch.randn(2, 1, 8, 8, dtype=torch.float64)
     labels = torch.tensor([0, 3])
     lo, hi = x - 0.1, x + 0.1
-    worst = ibp_worst_logits(model, lo, hi, labels)
-    sound = -interval_margins(model.eval(), lo, hi)[torch.arange(2), labels]
+    worst = model.interval_training(lo, hi, labels)
+    sound = -model.eval().interval(lo, hi)[torch.arange(2), labels]
     torch.testing.assert_close(worst.detach(), sound, atol=1e-6, rtol=1e-6)
     model.train()
     params = (model.mon.operator.delta, model.mon.input_map.bias)  # perturbed in place by gradcheck
-    assert torch.autograd.gradcheck(lambda *_: ibp_worst_logits(model, lo, hi, labels), params, eps=1e-6,
+    assert torch.autograd.gradcheck(lambda *_: model.interval_training(lo, hi, labels), params, eps=1e-6,
                                     atol=1e-5)

@@ -16,6 +16,7 @@ from mondeq.activations import Diagonal, Identity, ReLU
 from mondeq.errors import UnprovenSolverError
 from mondeq.implicit import ImplicitBackward, solve
 from mondeq.models import NemonConv, NemonFC
+from mondeq.normalization import Normalization
 from mondeq.operators import DenseMonotone
 from mondeq.operators.dense import DenseFrozenOperator
 from mondeq.operators.guarantees import L1Contractive, LinfContractive, StronglyMonotone, Symmetric
@@ -210,7 +211,7 @@ def test_lipschitz_bound_is_the_dense_one_and_above_empirical_slopes(kind: str) 
     with torch.no_grad():
         op.delta.normal_()
     model.mon.solver = model.mon.eval_solver = Anderson(Average(tol=1e-10, max_iter=20000))
-    total, pairs, state = (t.detach() for t in model.linf_bound(std))
+    total, pairs, state = (t.detach() for t in model.linf_bound(Normalization((0.0,), tuple(std))))
     weights = _weights(op)
     mu = op.frozen().guarantee.mu
     flat = kind == "fc"
@@ -367,7 +368,7 @@ def test_lipschitz_regulariser_lowers_the_bound(tmp_path) -> None:
         train(TrainConfig(model="nemon-fc", epochs=1, train_subset=1000, test_subset=100, batch_size=50,
                           lipschitz_reg=reg, out=str(out)), progress=False, log=lambda s: None)
         model, splits, _ = model_from_checkpoint(out / "checkpoint.pt")
-        bounds.append(float(model.linf_bound(splits.info.std)[0].detach()))
+        bounds.append(float(model.linf_bound(splits.normalization)[0].detach()))
     assert bounds[1] < 0.5 * bounds[0]
     with pytest.raises(InputError, match="NEMON"):
         train(TrainConfig(model="fc", epochs=1, train_subset=100, test_subset=100, lipschitz_reg=0.1),
@@ -385,11 +386,11 @@ def test_no_attack_breaks_a_certified_nemon_point(tmp_path) -> None:
     model, splits, _ = model_from_checkpoint(tmp_path / "checkpoint.pt", eval_tol=1e-4, test_subset=200)
     with warnings.catch_warnings():
         warnings.simplefilter("error", ConvergenceWarning)
-        ok, radius, _ = certified_radius(model, splits, "inf")
+        ok, radius, _ = certified_radius(model, splits.test_images, splits.test_labels, splits.normalization, "inf")
     eps = float(radius[ok].median())
     certified = ok & (radius > eps)
     assert certified.double().mean() > 0.2
-    adv = pgd(model, splits, splits.test_images, splits.test_labels, eps, "inf", steps=30)
+    adv = pgd(model, splits.normalization, splits.test_images, splits.test_labels, eps, "inf", steps=30)
     with torch.no_grad():
         survived = model(splits.standardize(adv)).argmax(1) == splits.test_labels
     assert survived[certified].all()
@@ -408,12 +409,12 @@ def test_the_certificate_accounts_for_the_solve_error() -> None:
     model = NemonFC(hidden=30, gamma=0.5)
     with torch.no_grad():
         model.head.weight.mul_(30.0)  # margins large enough to certify something
-    _, pairs, state = (t.detach().double() for t in model.linf_bound(splits.info.std))
+    _, pairs, state = (t.detach().double() for t in model.linf_bound(splits.normalization))
     x = splits.normalize(splits.test_images)
     found = []
     for solver in (Average(tol=1e-2), Anderson(Average(tol=1e-5, max_iter=5000))):
         model.mon.eval_solver = solver
-        radius = certified_radius(model, splits, "inf")[1]
+        radius = certified_radius(model, splits.test_images, splits.test_labels, splits.normalization, "inf")[1]
         with torch.no_grad():
             margin_radius = certified_radii(model(x).double(), pairs)
         slack = model.mon.last_solve.forward.error_bound.double() / state

@@ -37,6 +37,7 @@ from .models import (
     OptEqFC,
     build_model,
 )
+from .normalization import Normalization
 from .operators import (
     ConvMonotone,
     ConvNemon,
@@ -113,6 +114,7 @@ __all__ = [
     "NemonFC",
     "NonNegative",
     "Nonexpansive",
+    "Normalization",
     "OptEqConv",
     "OptEqFC",
     "PeacemanRachford",

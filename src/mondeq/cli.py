@@ -149,8 +149,8 @@ def _cmd_certify(args: argparse.Namespace) -> int:
         raise InputError(f"--attack-steps and --restarts must be ≥ 1, got {args.attack_steps}, {args.restarts}")
     model, splits, _ = model_from_checkpoint(args.checkpoint, dataset=args.dataset, data_dir=args.data_dir,
                                              test_subset=args.test_subset, device=args.device, eval_tol=args.tol)
-    r = certify(model, splits, args.eps, args.norm, attack=args.attack == "pgd", attack_steps=args.attack_steps,
-                restarts=args.restarts)
+    r = certify(model, splits.test_images, splits.test_labels, splits.normalization, args.eps, args.norm,
+                attack=args.attack == "pgd", attack_steps=args.attack_steps, restarts=args.restarts)
     if args.plot:
         plot_certify(r, args.plot)
     if args.json:
@@ -158,6 +158,8 @@ def _cmd_certify(args: argparse.Namespace) -> int:
         return 0
     print(f"clean accuracy {100 * r['clean_acc']:.2f}% of {r['n']:,} images; the logits are "
           f"{r['lipschitz']:.4g}-Lipschitz in the ℓ{r['norm']} norm of the pixels")
+    if r["interval"]:
+        print(f"  {r['interval']}")
     for row in r["results"]:
         parts = [f"certified {100 * row['certified_acc']:.2f}% (Lipschitz {100 * row['lipschitz_certified_acc']:.2f}%"]
         if "interval_certified_acc" in row:

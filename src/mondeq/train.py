@@ -25,6 +25,7 @@ from .data import Splits, download, load_dataset, random_crop_flip
 from .errors import ConvergenceWarning, InputError
 from .layers import EquilibriumLayer
 from .models import build_model
+from .normalization import Normalization
 from .priors import PRIORS
 from .robustness import CertifiedLoss, LipschitzPenalty
 from .solvers import default_solver, make_solver
@@ -99,8 +100,8 @@ class TrainConfig:
             if not getattr(self, name) >= 0:
                 raise InputError(f"--{name.replace('_', '-')} must be ≥ 0, got {getattr(self, name)}")
         if self.certified_train is not None:
-            CertifiedLoss(self.certified_train, self.train_eps, (0.0,), (1.0,), self.eps_warmup, self.eps_ramp,
-                          self.robust_mix)  # its one-line errors
+            CertifiedLoss(self.certified_train, self.train_eps, Normalization((0.0,), (1.0,)), self.eps_warmup,
+                          self.eps_ramp, self.robust_mix)  # its one-line errors
         if self.optimizer not in ("adam", "sgd"):
             raise InputError(f"--optimizer must be adam or sgd, got {self.optimizer!r}")
         if self.schedule not in ("step", "one-cycle"):
@@ -385,11 +386,11 @@ def _train(
     torch.manual_seed(cfg.seed)
     model = build_from_config(cfg, splits).to(device)
     if cfg.lipschitz_reg > 0:
-        regularizers = [*regularizers, LipschitzPenalty(cfg.lipschitz_reg, splits.info.std)]
+        regularizers = [*regularizers, LipschitzPenalty(cfg.lipschitz_reg, splits.normalization)]
         regularizers[-1](model)  # a model without an ℓ∞ bound fails here, before any training
     certified = None
     if cfg.certified_train is not None:
-        certified = CertifiedLoss(cfg.certified_train, cfg.train_eps, splits.info.mean, splits.info.std,
+        certified = CertifiedLoss(cfg.certified_train, cfg.train_eps, splits.normalization,
                                   cfg.eps_warmup, cfg.eps_ramp, cfg.robust_mix)
         certified.check(model)
     ranks.broadcast(model)

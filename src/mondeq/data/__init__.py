@@ -18,6 +18,7 @@ import torch
 from torch import Tensor
 
 from ..errors import InputError
+from ..normalization import Normalization
 
 _HERE = Path(__file__).parent
 MNIST_FILES = {
@@ -74,16 +75,18 @@ class Splits:
     test_images: Tensor
     test_labels: Tensor
 
+    @property
+    def normalization(self) -> Normalization:
+        """The per-channel normalisation of this data set's images."""
+        return Normalization(self.info.mean, self.info.std)
+
     def normalize(self, images: Tensor, dtype: torch.dtype = torch.float32) -> Tensor:
         """``(x/255 − mean)/std`` per channel for ``uint8`` images, on their device."""
         return self.standardize(images.to(dtype) / 255.0)
 
     def standardize(self, pixels: Tensor) -> Tensor:
         """``(x − mean)/std`` per channel for images on the pixel scale ``[0, 1]`` (differentiable)."""
-        shape = (1, -1, 1, 1)
-        mean = torch.tensor(self.info.mean, dtype=pixels.dtype, device=pixels.device).view(shape)
-        std = torch.tensor(self.info.std, dtype=pixels.dtype, device=pixels.device).view(shape)
-        return (pixels - mean) / std
+        return self.normalization(pixels)
 
 
 def random_crop_flip(

@@ -17,13 +17,14 @@ from torch import Tensor, nn
 from ..activations import Activation, BorderReLU, ReLU
 from ..implicit import BackwardMethod
 from ..layers import EquilibriumLayer
+from ..normalization import Normalization
 from ..operators.conv import ConvMonotone
 from ..solvers import Solver
 from ..solvers.base import check_shape
-from .heads import circular_conv_norm
+from .certificates import L2Certified, circular_conv_input_norms
 
 
-class ConvMonDEQ(nn.Module):
+class ConvMonDEQ(L2Certified, nn.Module):
     """Single-convolution monDEQ: padded input, one convolutional equilibrium, pooling, a linear head.
 
     Args:
@@ -82,7 +83,7 @@ class ConvMonDEQ(nn.Module):
         z = self.mon(x)
         return self.head(F.avg_pool2d(z, self.pool).flatten(1))
 
-    def input_norm(self) -> float:
-        """``‖U‖₂`` (zero padding of the input is an isometry, the convolution is circular)."""
-        return circular_conv_norm(self.mon.input_map, self.mon.operator.size)
-
+    def input_norms(self, normalization: Normalization) -> tuple[float, float]:
+        """Zero padding of the input is an isometry, the convolution is circular."""
+        return circular_conv_input_norms(self.mon.input_map.weight, self.mon.operator.size,
+                                         math.prod(self.input_shape), normalization)

@@ -8,18 +8,19 @@ from __future__ import annotations
 
 import math
 
-import torch
 from torch import Tensor, nn
 
 from ..activations import Activation
 from ..implicit import BackwardMethod
 from ..layers import EquilibriumLayer
+from ..normalization import Normalization
 from ..operators.dense import DenseMonotone
 from ..solvers import Solver
 from ..solvers.base import check_shape
+from .certificates import DenseL2Certified, dense_input_norms, linear_input_box
 
 
-class FCMonDEQ(nn.Module):
+class FCMonDEQ(DenseL2Certified, nn.Module):
     """Fully connected monDEQ: input flattened, one equilibrium layer, a linear head.
 
     Args:
@@ -62,7 +63,11 @@ class FCMonDEQ(nn.Module):
         check_shape(x, self.input_shape, "input")
         return self.head(self.mon(x.flatten(1)))
 
-    def input_norm(self) -> float:
-        """``‖U‖₂`` of the input map (SPEC 5)."""
-        return float(torch.linalg.matrix_norm(self.mon.input_map.weight.detach().double(), ord=2))
+    def input_norms(self, normalization: Normalization) -> tuple[float, float]:
+        return dense_input_norms(self.mon.input_map.weight, normalization)
 
+    def input_box(self, lo: Tensor, hi: Tensor) -> tuple[Tensor, Tensor]:
+        return linear_input_box(self.mon.input_map, lo, hi)
+
+    def readout(self, z: Tensor) -> Tensor:
+        return z

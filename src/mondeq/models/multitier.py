@@ -18,10 +18,11 @@ from torch import Tensor, nn
 from ..activations import Activation
 from ..implicit import BackwardMethod
 from ..layers import EquilibriumLayer
+from ..normalization import Normalization
 from ..operators.multitier import MultiTierMonotone
 from ..solvers import Solver
 from ..solvers.base import check_shape
-from .heads import circular_conv_norm
+from .certificates import L2Certified, circular_conv_input_norms
 
 
 class FirstTierInput(nn.Module):
@@ -36,7 +37,7 @@ class FirstTierInput(nn.Module):
         return F.pad(first, (0, self.total - first.shape[1]))
 
 
-class MultiTierMonDEQ(nn.Module):
+class MultiTierMonDEQ(L2Certified, nn.Module):
     """Multi-tier monDEQ: padded input, a multi-scale convolutional equilibrium, a linear head.
 
     Args:
@@ -90,9 +91,7 @@ class MultiTierMonDEQ(nn.Module):
         z = self.mon(x)
         return self.head(z[:, -self.last :])
 
-    def input_norm(self) -> float:
-        """``‖U‖₂`` of the input convolution into the first tier."""
-        return circular_conv_norm(self.mon.input_map.conv, self.mon.operator.size)
-
-
-
+    def input_norms(self, normalization: Normalization) -> tuple[float, float]:
+        """Of the input convolution into the first tier."""
+        return circular_conv_input_norms(self.mon.input_map.conv.weight, self.mon.operator.size,
+                                         math.prod(self.input_shape), normalization)

@@ -15,18 +15,21 @@ the input normalisation ``(x − mean)/std`` divides ``U``'s columns by their ch
 
 from __future__ import annotations
 
+import copy
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn
 
 from ..activations import Activation
+from ..errors import InputError
 from ..implicit import BackwardMethod
 from ..layers import EquilibriumLayer
+from ..normalization import Normalization
 from ..operators.nemon import ConvNemon, DenseNemon
-from ..robustness.interval import abs_linear, linear_box
+from ..robustness.interval import abs_linear, enclosed_margins, head_margins, interval_equilibrium, linear_box
+from ..robustness.lipschitz import LipschitzBound
 from ..solvers import Solver
 from ..solvers.base import check_shape
 
@@ -37,14 +40,46 @@ def _logit_bound(scaled: Tensor, state: Tensor, p: float) -> Tensor:
 
 
 class _NemonClassifier(nn.Module, ABC):
-    """What NEMON classifiers share: the ℓ∞ Lipschitz bounds of their logits."""
+    """What NEMON classifiers share: the ℓ∞ Lipschitz bounds of their logits and their interval bounds."""
 
     mon: EquilibriumLayer
     head: nn.Linear
+    readout_terms = 1
+    """Inputs summed by each output of the readout (its rounding bound)."""
 
     @abstractmethod
     def readout(self, z: Tensor) -> Tensor:
         """``R(z)``: the head's input (monotone and linear: identity or average pooling)."""
+
+    def lipschitz(self, norm: str, normalization: Normalization, differentiable: bool = False) -> LipschitzBound:
+        """The ℓ∞ bounds of :meth:`linf_bound`, also for ``norm="2"`` (``‖δ‖∞ ≤ ‖δ‖₂``). Without
+        ``differentiable`` they are computed in float64 from the stored parameters, with ``μ`` the measure of
+        the matrix the solver applies (its frozen guarantee's, round-off included) where that is larger."""
+        if norm not in ("2", "inf"):
+            raise InputError(f"the certificate norm must be 2 or inf, got {norm!r}")
+        if differentiable:
+            total, pairs, state = self.linf_bound(normalization)
+            return LipschitzBound(float(total.detach()), pairs, float(state.detach()))
+        twin = copy.deepcopy(self).double()
+        total, pairs, state = (t.detach() for t in twin.linf_bound(normalization))
+        exact, applied = float(twin.mon.operator.measure().detach()), self.mon.operator.frozen().guarantee.mu
+        widen = (1.0 - exact) / (1.0 - max(applied, exact))
+        return LipschitzBound(float(total) * widen, pairs * widen, float(state) * widen)
+
+    def interval_support(self) -> str | None:
+        return None
+
+    def interval(self, lo: Tensor, hi: Tensor) -> Tensor:
+        """Sound lower bounds ``(B, K, K)`` of every logit difference over inputs in ``[lo, hi]``, from the
+        enclosure of the mixed-monotone embedding (:mod:`mondeq.robustness.interval`; compute in float64)."""
+        return enclosed_margins(self.mon.operator, self.mon.activation, *self.input_box(lo, hi), self.readout,
+                                self.readout_terms, self.head)
+
+    def interval_training(self, lo: Tensor, hi: Tensor, labels: Tensor) -> Tensor:
+        """Upper bounds of ``yₖ − y_label`` over ``[lo, hi]`` (``0`` at the label), differentiable through the
+        embedded equilibrium solved to the layer's tolerance: the interval-bound loss's (Gowal et al. 2018)."""
+        z_lo, z_hi = interval_equilibrium(self.mon, *self.input_box(lo, hi))
+        return -head_margins(self.head, self.readout(z_lo), self.readout(z_hi), labels)
 
     def input_box(self, lo: Tensor, hi: Tensor) -> tuple[Tensor, Tensor]:
         """The box of ``y = Ux + b`` over inputs ``x ∈ [lo, hi]`` (normalised scale), rounding included."""
@@ -55,7 +90,7 @@ class _NemonClassifier(nn.Module, ABC):
         return x
 
     @abstractmethod
-    def _input_rows(self, std: Tensor) -> Tensor:
+    def _input_rows(self, inverse_std: Tensor) -> Tensor:
         """Per hidden unit (FC) or channel (conv): the ℓ1 norm of ``U``'s row on the pixel scale."""
 
     @abstractmethod
@@ -63,28 +98,27 @@ class _NemonClassifier(nn.Module, ABC):
         """The head's weights as ``(classes, k)`` and, for each of the ``k`` columns, the index of the unit or
         channel of ``Δ`` it reads."""
 
-    def _linf_parts(self, std: Sequence[float], p: float) -> tuple[Tensor, Tensor]:
+    def _linf_parts(self, normalization: Normalization, p: float) -> tuple[Tensor, Tensor]:
         """The head's columns divided by their ``Δ`` entries, and the bound of ``z*`` in ``‖Δ·‖∞``."""
         op = self.mon.operator
         assert isinstance(op, (DenseNemon, ConvNemon))
         weights = torch.exp(op.delta)
-        std_t = torch.as_tensor(std, dtype=weights.dtype, device=weights.device)
-        rows = weights * self._input_rows(std_t)
+        rows = weights * self._input_rows(normalization.inverse_std(weights))
         state = torch.linalg.vector_norm(rows, ord=p) / (1.0 - op.measure())
         head, index = self._head_columns()
         return head / weights[index], state
 
-    def linf_lipschitz(self, std: Sequence[float], p: float = math.inf) -> Tensor:
+    def linf_lipschitz(self, normalization: Normalization, p: float = math.inf) -> Tensor:
         """The ℓ∞ bound ``L`` of the logits alone (see :meth:`linf_bound`), without the pair bounds."""
-        return _logit_bound(*self._linf_parts(std, p), p)
+        return _logit_bound(*self._linf_parts(normalization, p), p)
 
-    def linf_bound(self, std: Sequence[float], p: float = math.inf) -> tuple[Tensor, Tensor, Tensor]:
+    def linf_bound(self, normalization: Normalization, p: float = math.inf) -> tuple[Tensor, Tensor, Tensor]:
         """``(L, Lₖₗ, ‖ΔU‖∞/(1 − μ))``: ℓ∞ bounds of the logits, of every logit difference, and of ``z*`` in
-        ``‖Δ·‖∞``, for inputs on the pixel scale with per-channel ``std``; differentiable in the parameters,
+        ``‖Δ·‖∞``, for inputs on the pixel scale under the ``normalization``; differentiable in the parameters,
         with ``μ`` the exact-arithmetic measure (:meth:`DenseNemon.measure`). With a finite ``p`` the maxima
         over rows are replaced by ℓp norms of the rows' sums (larger: still bounds, and every row, not only the
         largest, gets a gradient; the regulariser's)."""
-        scaled, state = self._linf_parts(std, p)
+        scaled, state = self._linf_parts(normalization, p)
         pairs = (scaled[:, None, :] - scaled[None, :, :]).abs().sum(dim=2) * state
         return _logit_bound(scaled, state, p), pairs, state
 
@@ -132,9 +166,9 @@ class NemonFC(_NemonClassifier):
     def _prepare(self, x: Tensor) -> Tensor:
         return x.flatten(1)
 
-    def _input_rows(self, std: Tensor) -> Tensor:
+    def _input_rows(self, inverse_std: Tensor) -> Tensor:
         u = self.mon.input_map.weight  # features in channel-first order: each channel's block has its std
-        return (u.abs() / std.repeat_interleave(u.shape[1] // std.numel())).sum(dim=1)
+        return (u.abs() * inverse_std.repeat_interleave(u.shape[1] // inverse_std.numel())).sum(dim=1)
 
     def _head_columns(self) -> tuple[Tensor, Tensor]:
         w = self.head.weight
@@ -183,6 +217,7 @@ class NemonConv(_NemonClassifier):
             eval_solver,
         )
         self.pool = pool
+        self.readout_terms = pool * pool
         self.pooled = (h // pool, w // pool)
         self.head = nn.Linear(channels * math.prod(self.pooled), num_classes)
 
@@ -193,9 +228,9 @@ class NemonConv(_NemonClassifier):
     def readout(self, z: Tensor) -> Tensor:
         return torch.nn.functional.avg_pool2d(z, self.pool).flatten(1)
 
-    def _input_rows(self, std: Tensor) -> Tensor:
+    def _input_rows(self, inverse_std: Tensor) -> Tensor:
         u = self.mon.input_map.weight  # (channels, c_in, k, k); zero padding: interior rows have every tap
-        return (u.abs().sum(dim=(2, 3)) / std.expand(u.shape[1])).sum(dim=1)
+        return (u.abs().sum(dim=(2, 3)) * inverse_std.expand(u.shape[1])).sum(dim=1)
 
     def _head_columns(self) -> tuple[Tensor, Tensor]:
         w = self.head.weight

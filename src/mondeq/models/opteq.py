@@ -22,11 +22,12 @@ from torch import Tensor, nn
 from ..activations import Activation, BorderReLU, ReLU, get_activation
 from ..implicit import BackwardMethod, solve
 from ..layers import EquilibriumLayer
+from ..normalization import Normalization
 from ..operators.opteq import ConvOptEq, DenseOptEq, objective
 from ..priors import Prior, WithPrior, get_prior
 from ..solvers import Solver
 from ..solvers.base import check_shape
-from .heads import circular_conv_norm
+from .certificates import DenseL2Certified, L2Certified, circular_conv_input_norms, dense_input_norms, linear_input_box
 
 
 class FirstBlockInput(nn.Module):
@@ -80,7 +81,7 @@ class _OptEqClassifier(nn.Module):
             return objective(self.mon.operator.frozen(), self.mon.activation, self.equilibrium_input(x), z)
 
 
-class OptEqFC(_OptEqClassifier):
+class OptEqFC(DenseL2Certified, _OptEqClassifier):
     """Fully connected OptEq: input flattened, one equilibrium (``hidden`` a tuple: a deep OptEq), a linear head.
 
     Args:
@@ -125,15 +126,19 @@ class OptEqFC(_OptEqClassifier):
         return super()._prepare(x).flatten(1)
 
     def forward(self, x: Tensor) -> Tensor:
-        z = self.mon(self._prepare(x))
-        return self.head(z[:, -self.last :])
+        return self.head(self.readout(self.mon(self._prepare(x))))
 
-    def input_norm(self) -> float:
-        """``‖U‖₂`` of the input map (SPEC 5)."""
-        return float(torch.linalg.matrix_norm(self.mon.input_map.input_map.weight.detach().double(), ord=2))
+    def input_norms(self, normalization: Normalization) -> tuple[float, float]:
+        return dense_input_norms(self.mon.input_map.input_map.weight, normalization)
+
+    def input_box(self, lo: Tensor, hi: Tensor) -> tuple[Tensor, Tensor]:
+        return linear_input_box(self.mon.input_map.input_map, lo, hi, self.mon.input_map.extra)
+
+    def readout(self, z: Tensor) -> Tensor:
+        return z[:, -self.last :]
 
 
-class OptEqConv(_OptEqClassifier):
+class OptEqConv(L2Certified, _OptEqClassifier):
     """Convolutional OptEq: padded input, one convolutional equilibrium (``channels`` a tuple: a deep OptEq, all
     blocks at one resolution), average pooling of the last block, a linear head. As for the monDEQ conv model,
     grayscale inputs are zero-padded by one pixel and the activation zeroes that border.
@@ -197,6 +202,7 @@ class OptEqConv(_OptEqClassifier):
         z = self.mon(self._prepare(x))
         return self.head(F.avg_pool2d(z[:, -self.last :], self.pool).flatten(1))
 
-    def input_norm(self) -> float:
-        """``‖U‖₂`` (zero padding of the input is an isometry, the convolution is circular)."""
-        return circular_conv_norm(self.mon.input_map.input_map, self.mon.operator.size)
+    def input_norms(self, normalization: Normalization) -> tuple[float, float]:
+        """Zero padding of the input is an isometry, the convolution is circular."""
+        return circular_conv_input_norms(self.mon.input_map.input_map.weight, self.mon.operator.size,
+                                         math.prod(self.input_shape), normalization)

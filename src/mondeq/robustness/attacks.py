@@ -50,7 +50,7 @@ def _random_start(x0: Tensor, eps: float, norm: str, gen: torch.Generator) -> Te
 
 def pgd(
     model: nn.Module,
-    normalize: Callable[[Tensor], Tensor] | object,
+    normalize: Callable[[Tensor], Tensor],
     images: Tensor,
     labels: Tensor,
     eps: float,
@@ -64,13 +64,12 @@ def pgd(
     ``steps`` of projected gradient ascent on the cross-entropy (step ``2.5·eps/steps``, signed for ℓ∞,
     normalised for ℓ2), from the clean image and then from ``restarts − 1`` random points of the ball; each
     sample keeps the first point found that is misclassified, else the last. ``normalize`` maps pixels to the
-    model's input (a callable, or an object with ``standardize``).
+    model's input (a :class:`~mondeq.normalization.Normalization`).
     """
     if norm not in ("2", "inf"):
         raise InputError(f"the attack norm must be 2 or inf, got {norm!r}")
     if restarts < 1 or steps < 1:
         raise InputError(f"an attack needs steps ≥ 1 and restarts ≥ 1, got {steps}, {restarts}")
-    to_input = normalize if callable(normalize) else normalize.standardize  # type: ignore[attr-defined]
     x0 = images.to(torch.float32) / 255.0 if images.dtype == torch.uint8 else images
     if eps == 0:
         return x0
@@ -84,7 +83,7 @@ def pgd(
             delta = (x0 + delta).clamp(0.0, 1.0) - x0
             for _ in range(steps):
                 delta.requires_grad_(True)
-                loss = torch.nn.functional.cross_entropy(model(to_input(x0 + delta)), labels)
+                loss = torch.nn.functional.cross_entropy(model(normalize(x0 + delta)), labels)
                 (grad,) = torch.autograd.grad(loss, delta)
                 with torch.no_grad():
                     if norm == "inf":
@@ -96,7 +95,7 @@ def pgd(
                     delta = (x0 + _project(delta, eps, norm)).clamp_(0.0, 1.0) - x0
             with torch.no_grad():
                 adv = x0 + delta
-                wrong = model(to_input(adv)).argmax(1) != labels
+                wrong = model(normalize(adv)).argmax(1) != labels
                 take = wrong & ~found if r + 1 < restarts else ~found
                 best[take] = adv[take]
                 found |= wrong

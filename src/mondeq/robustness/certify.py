@@ -1,18 +1,20 @@
-"""The certify loop: clean, attacked and certified accuracy of a classifier on a test split (SPEC 5).
+"""The certify loop: clean, attacked and certified accuracy of a classifier on test images (SPEC 5).
 
 A point counts as certified at ``ε`` when it is classified correctly and either its Lipschitz radius (reduced
-by what the solve's error can change in the margin) exceeds ``ε`` or, for ℓ∞ and a NEMON, the interval
-enclosure of its ``ε``-ball proves every other logit below the label's. Both are sound, so either suffices. An
-attack's success on a certified point contradicts the certificate and raises :class:`CertificateError`.
+by what the solve's error can change in the margin) exceeds ``ε`` or the interval enclosure of its ℓ∞ ball of
+radius ``ε`` (which holds its ℓ2 ball too) proves every other logit below the label's, where the model offers
+interval bounds (:meth:`~mondeq.robustness.lipschitz.Certifiable.interval_support`). Both are sound, so either
+suffices. An attack's success on a certified point contradicts the certificate and raises
+:class:`CertificateError`.
 
-``splits`` is any object with ``test_images`` (``uint8``), ``test_labels``, ``normalize`` (``uint8`` → model
-input), ``standardize`` (pixels → model input) and ``info.mean``/``info.std``/``info.input_shape``.
+The model is any :class:`~mondeq.robustness.lipschitz.Certifiable` classifier with one equilibrium layer;
+images are ``uint8`` or on the pixel scale ``[0, 1]``, mapped to the model's input by a
+:class:`~mondeq.normalization.Normalization`.
 """
 
 from __future__ import annotations
 
 import copy
-import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -21,88 +23,87 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import CertificateError, InputError
+from ..layers import EquilibriumLayer
+from ..normalization import Normalization
 from .attacks import pgd
-from .interval import interval_margins, pixel_box
-from .lipschitz import certified_radii, linf_certificate, lipschitz_l2
+from .lipschitz import Certifiable, LipschitzBound, certified_radii
+
+
+def _certifiable(model: nn.Module) -> tuple[Certifiable, EquilibriumLayer]:
+    layers = [m for m in model.modules() if isinstance(m, EquilibriumLayer)]
+    if not isinstance(model, Certifiable) or len(layers) != 1:
+        raise InputError(f"no certificate for {type(model).__name__}: it needs lipschitz, interval_support and "
+                         "interval (the certificate protocol) and one equilibrium layer")
+    return model, layers[0]
 
 
 @torch.no_grad()
 def certified_radius(
-    model: nn.Module, splits: Any, norm: str = "2", batch_size: int = 400
-) -> tuple[Tensor, Tensor, float]:
-    """Per test image: whether it is classified correctly and the radius (pixel scale, in ``norm``) within
-    which its prediction provably cannot change; and the Lipschitz bound of the logits in that norm."""
+    model: nn.Module, images: Tensor, labels: Tensor, normalization: Normalization, norm: str = "2",
+    batch_size: int = 400,
+) -> tuple[Tensor, Tensor, LipschitzBound]:
+    """Per image: whether it is classified correctly and the radius (pixel scale, in ``norm``) within which its
+    prediction provably cannot change, the solve's error accounted for; and the model's bounds."""
     if norm not in ("2", "inf"):
         raise InputError(f"--norm must be 2 or inf, got {norm!r}")
-    if hasattr(model, "linf_bound"):  # an ℓ∞ radius is an ℓ2 one too: ‖δ‖∞ ≤ ‖δ‖₂
-        lip, pairs, reduce = linf_certificate(model, splits.info.std)
-    else:
-        lip, pairs = lipschitz_l2(model)
-        scale = 1.0 / min(splits.info.std)
-        if norm == "inf":
-            scale *= math.sqrt(math.prod(splits.info.input_shape))
-        lip, pairs = lip * scale, pairs * scale
-        # a margin error ‖Cᵢ − Cⱼ‖‖R‖·e costs the radius e·m/(‖U‖₂·scale)
-        reduce = model.mon.operator.m / (model.input_norm() * scale)  # type: ignore[union-attr, operator]
+    certifiable, layer = _certifiable(model)
+    bound = certifiable.lipschitz(norm, normalization)
     model.eval()
     device = next(model.parameters()).device
     radii, correct = [], []
-    for i in range(0, len(splits.test_labels), batch_size):
-        x = splits.normalize(splits.test_images[i : i + batch_size].to(device))
+    for i in range(0, len(labels), batch_size):
+        x = normalization(normalization.pixels(images[i : i + batch_size].to(device)))
         logits = model(x).double()
-        correct.append(logits.argmax(1).cpu() == splits.test_labels[i : i + batch_size])
-        radius = certified_radii(logits, pairs)
-        stats = model.mon.last_solve.forward  # type: ignore[union-attr]
-        radius = (radius - stats.error_bound.double().to(radius.device) * reduce).clamp_min(0.0)
-        radii.append(radius.cpu())
-    return torch.cat(correct), torch.cat(radii), lip
+        correct.append(logits.argmax(1).cpu() == labels[i : i + batch_size].cpu())
+        error = layer.last_solve.forward.error_bound.double().to(logits.device)  # type: ignore[union-attr]
+        radii.append((certified_radii(logits, bound.pairs) - error / bound.state).clamp_min(0.0).cpu())
+    return torch.cat(correct), torch.cat(radii), bound
 
 
-
-def _interval_certified(
-    twin: nn.Module, splits: Any, images: Tensor, labels: Tensor, eps: float
-) -> Tensor:
+def _interval_certified(twin: Certifiable, pixels: Tensor, labels: Tensor, normalization: Normalization,
+                        eps: float) -> Tensor:
     """Whether the interval enclosure of each image's ℓ∞ ball (float64 twin) keeps the label on top."""
-    pixels = images.to(torch.float64) / 255.0
-    lo, hi = pixel_box(pixels, eps, splits.info.mean, splits.info.std)
-    margins = interval_margins(twin, lo, hi)
+    margins = twin.interval(*normalization.box(pixels.to(torch.float64), eps))
     own = margins[torch.arange(len(labels)), labels]  # lower bounds of y_label − y_l
-    own[torch.arange(len(labels)), labels] = math.inf
+    own[torch.arange(len(labels)), labels] = torch.inf
     return own.amin(1) > 0
 
 
 @torch.no_grad()
 def certify(
     model: nn.Module,
-    splits: Any,
+    images: Tensor,
+    labels: Tensor,
+    normalization: Normalization,
     eps: Sequence[float],
     norm: str = "2",
     batch_size: int = 400,
     attack: bool = False,
     attack_steps: int = 20,
     restarts: int = 1,
-) -> dict:
+) -> dict[str, Any]:
     """Clean accuracy, the Lipschitz bound, and per ``eps`` the certified accuracy (with the share of each
-    certificate) and, with ``attack``, the accuracy under PGD, on the test split.
+    certificate) and, with ``attack``, the accuracy under PGD, on ``images`` (``uint8`` or pixel scale).
 
     ``eps`` and the bound are on the pixel scale. Logits come from the model's evaluation solver; solve it
-    tightly for certificates.
+    tightly for certificates. ``interval`` in the result is ``None`` where interval bounds were used, else why
+    the model has none.
 
     Raises:
         CertificateError: an attack changed the prediction of a certified point.
     """
-    ok, radius, lip = certified_radius(model, splits, norm, batch_size)
+    ok, radius, bound = certified_radius(model, images, labels, normalization, norm, batch_size)
     device = next(model.parameters()).device
-    interval = norm == "inf" and hasattr(model, "input_box")
-    twin = copy.deepcopy(model).double().eval() if interval else None
+    unsupported = _certifiable(model)[0].interval_support()
+    twin = None if unsupported else _certifiable(copy.deepcopy(model).double().eval())[0]
     results = []
     for e in eps:
         by_lipschitz = ok & (radius > e)
         row: dict[str, Any] = {"eps": float(e), "lipschitz_certified_acc": float(by_lipschitz.double().mean())}
         certified = by_lipschitz
         if twin is not None and e > 0:
-            parts = [_interval_certified(twin, splits, splits.test_images[i : i + batch_size].to(device),
-                                         splits.test_labels[i : i + batch_size].to(device), e).cpu()
+            parts = [_interval_certified(twin, normalization.pixels(images[i : i + batch_size].to(device)),
+                                         labels[i : i + batch_size].to(device), normalization, e).cpu()
                      for i in range(0, len(ok), batch_size)]
             by_interval = ok & torch.cat(parts)
             row["interval_certified_acc"] = float(by_interval.double().mean())
@@ -111,10 +112,10 @@ def certify(
         if attack:
             survived = []
             for i in range(0, len(ok), batch_size):
-                labels = splits.test_labels[i : i + batch_size].to(device)
-                adv = pgd(model, splits, splits.test_images[i : i + batch_size].to(device), labels, e, norm,
+                batch = labels[i : i + batch_size].to(device)
+                adv = pgd(model, normalization, images[i : i + batch_size].to(device), batch, e, norm,
                           attack_steps, restarts)
-                survived.append((model(splits.standardize(adv)).argmax(1) == labels).cpu())
+                survived.append((model(normalization(adv)).argmax(1) == batch).cpu())
             robust = ok & torch.cat(survived)
             broken = certified & ~robust
             if bool(broken.any()):
@@ -122,8 +123,8 @@ def certify(
                                        "the certificate is unsound")
             row["pgd_acc"] = float(robust.double().mean())
         results.append(row)
-    return {"norm": norm, "n": len(ok), "clean_acc": float(ok.double().mean()), "lipschitz": lip,
-            "results": results}
+    return {"norm": norm, "n": len(ok), "clean_acc": float(ok.double().mean()), "lipschitz": bound.logits,
+            "interval": unsupported, "results": results}
 
 
 def plot_certify(result: dict, path: str | Path) -> None:

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -38,8 +39,6 @@ from ..operators.base import FrozenOperator, TrainableOperator
 from ..operators.dense import DenseFrozenOperator
 from ..operators.guarantees import LinfContractive
 from ..operators.nemon import ConvNemon, ConvNemonFrozenOperator, DenseNemon, conv_guarantee, dense_guarantee
-
-_U64 = torch.finfo(torch.float64).eps / 2
 
 
 def _split_dense(w: Tensor) -> Tensor:
@@ -109,13 +108,53 @@ class MixedMonotoneEmbedding(TrainableOperator):
         kernel, shift, weights = self._conv_parts(tensors)
         return ConvNemonFrozenOperator(kernel, weights, shift, self.shape, conv_guarantee(kernel, shift, weights))
 
-    def magnitude(self, op: FrozenOperator) -> tuple[FrozenOperator, int]:
-        """``|W_e|`` of a frozen embedding (entrywise) and the number of terms of a row: the rounding bound."""
-        if isinstance(op, DenseFrozenOperator):
-            return DenseFrozenOperator(op.weight.abs(), guarantee=op.guarantee), op.weight.shape[1]
-        assert isinstance(op, ConvNemonFrozenOperator)
-        absolute = ConvNemonFrozenOperator(op.kernel.abs(), op.scale, op.shift.abs().flatten(), op.shape, op.guarantee)
-        return absolute, op.kernel[0].numel() + 1
+
+
+class Embedding(NamedTuple):
+    """A frozen embedded operator ``W_e`` (with its ℓ∞ guarantee), ``|W_e|`` and the number of terms of a row:
+    what :func:`enclose` iterates and its rounding bound."""
+
+    op: FrozenOperator
+    absolute: FrozenOperator
+    terms: int
+
+
+def embed(operator: TrainableOperator) -> Embedding:
+    """The frozen embedding of a NEMON operator at its current parameters."""
+    op = MixedMonotoneEmbedding(operator).frozen()
+    if isinstance(op, DenseFrozenOperator):
+        return Embedding(op, DenseFrozenOperator(op.weight.abs(), guarantee=op.guarantee), op.weight.shape[1])
+    assert isinstance(op, ConvNemonFrozenOperator)
+    absolute = ConvNemonFrozenOperator(op.kernel.abs(), op.scale, op.shift.abs().flatten(), op.shape, op.guarantee)
+    return Embedding(op, absolute, op.kernel[0].numel() + 1)
+
+
+def perron_weights(w: Tensor) -> tuple[float, Tensor]:
+    """The smallest weighted ℓ∞ measure of a dense ``W`` over diagonal weights, and weights ``Δ`` that reach it:
+    ``minΔ μ∞,Δ(W)`` is the Perron root ``λ`` of the Metzler majorant ``M`` (``Mᵢᵢ = Wᵢᵢ``, ``Mᵢⱼ = |Wᵢⱼ|``), and
+    ``Δ = diag(1/v)`` for its Perron vector ``Mv = λv`` gives every row the measure ``λ``."""
+    w64 = w.detach().double()
+    majorant = w64.abs() + torch.diag(w64.diagonal() - w64.diagonal().abs())
+    values, vectors = torch.linalg.eig(majorant)
+    k = int(values.real.argmax())
+    v = vectors[:, k].real
+    v = v * v.sum().sign()
+    v = v.clamp_min(1e-12 * float(v.abs().max()))
+    return float(values[k].real), (v.max() / v).to(w.dtype)
+
+
+def embed_dense(w: Tensor) -> Embedding:
+    """The embedding of any dense ``W`` whose weighted ℓ∞ measure is below 1 for the weights of
+    :func:`perron_weights` (the guarantee is measured from the stored embedded matrix).
+
+    Raises:
+        InputError: ``minΔ μ∞,Δ(W) ≥ 1``: no interval bound of this kind exists.
+    """
+    _, weights = perron_weights(w)
+    e = _split_dense(w)
+    guarantee = dense_guarantee(e, weights.repeat(2))
+    return Embedding(DenseFrozenOperator(e, guarantee=guarantee), DenseFrozenOperator(e.abs(), guarantee=guarantee),
+                     e.shape[1])
 
 
 def _halves(z: Tensor) -> tuple[Tensor, Tensor]:
@@ -137,15 +176,14 @@ def linear_box(
 
 @torch.no_grad()
 def enclose(
-    operator: TrainableOperator, act: Activation, y_lo: Tensor, y_hi: Tensor, tol: float = 1e-10,
+    embedding: Embedding | TrainableOperator, act: Activation, y_lo: Tensor, y_hi: Tensor, tol: float = 1e-10,
     max_iter: int = 20000,
 ) -> tuple[Tensor, Tensor, int]:
-    """A box ``[z̲, z̄]`` holding the equilibrium of every ``y ∈ [y_lo, y_hi]`` of a NEMON ``operator`` (see the
-    module docstring; compute in float64 for a tight rounding bound), and the iterations it took. It stops when
-    no box moves by more than ``tol`` in ``‖Δ·‖∞`` relative to its size; every iterate is an enclosure."""
-    emb = MixedMonotoneEmbedding(operator)
-    op = emb.frozen()
-    absolute, terms = emb.magnitude(op)
+    """A box ``[z̲, z̄]`` holding the equilibrium of every ``y ∈ [y_lo, y_hi]`` of an operator with an embedding
+    (a NEMON operator, or the :class:`Embedding` of :func:`embed` or :func:`embed_dense`; see the module
+    docstring; compute in float64 for a tight rounding bound), and the iterations it took. It stops when no box
+    moves by more than ``tol`` in ``‖Δ·‖∞`` relative to its size; every iterate is an enclosure."""
+    op, absolute, terms = embedding if isinstance(embedding, Embedding) else embed(embedding)
     g = op.guarantee
     assert isinstance(g, LinfContractive)
     alpha = g.alpha_max
@@ -203,36 +241,18 @@ def head_margins(head: nn.Linear, f_lo: Tensor, f_hi: Tensor, labels: Tensor | N
     return mid - spread - slack
 
 
-def pixel_box(pixels: Tensor, eps: float, mean: Sequence[float], std: Sequence[float]) -> tuple[Tensor, Tensor]:
-    """The ℓ∞ ball of radius ``eps`` around images on the pixel scale, cut to ``[0, 1]``, on the normalised
-    scale ``(x − mean)/std`` of each channel."""
-    shape = (1, -1, *[1] * (pixels.dim() - 2))
-    m = torch.as_tensor(mean, dtype=pixels.dtype, device=pixels.device).view(shape)
-    s = torch.as_tensor(std, dtype=pixels.dtype, device=pixels.device).view(shape)
-    lo, hi = (pixels - eps).clamp(0.0, 1.0), (pixels + eps).clamp(0.0, 1.0)
-    return (lo - m) / s, (hi - m) / s
-
-
-def interval_margins(model: nn.Module, lo: Tensor, hi: Tensor, tol: float = 1e-10) -> Tensor:
-    """Sound lower bounds ``(B, K, K)`` of every logit difference ``y_k − y_l`` of a NEMON classifier over the
-    input box ``[lo, hi]`` (normalised scale), from the enclosure of :func:`enclose` (no gradient)."""
-    if not hasattr(model, "input_box"):
-        raise InputError(f"no interval bound for {type(model).__name__}: it needs a NEMON (ℓ∞-contractive) model")
+def enclosed_margins(
+    embedding: Embedding | TrainableOperator, act: Activation, y_lo: Tensor, y_hi: Tensor,
+    readout: Callable[[Tensor], Tensor], readout_terms: int, head: nn.Linear, tol: float = 1e-10,
+) -> Tensor:
+    """Sound lower bounds ``(B, K, K)`` of every logit difference of ``head(readout(z*))`` over the equilibria of
+    ``y ∈ [y_lo, y_hi]``: :func:`enclose`, then a monotone linear ``readout`` (non-negative entries; each output
+    a sum of ``readout_terms`` inputs, widened by its rounding), then :func:`head_margins`."""
     with torch.no_grad():
-        y_lo, y_hi = model.input_box(lo, hi)
-        z_lo, z_hi, _ = enclose(model.mon.operator, model.mon.activation, y_lo, y_hi, tol)
-        f_lo, f_hi = model.readout(z_lo), model.readout(z_hi)
-        pooled = getattr(model, "pool", 1) ** 2  # an average pooling's sum of p² terms and its division
-        slack = (pooled + 2) * torch.finfo(f_lo.dtype).eps * torch.maximum(f_lo.abs(), f_hi.abs())
-        return head_margins(model.head, f_lo - slack, f_hi + slack)
-
-
-def ibp_worst_logits(model: nn.Module, lo: Tensor, hi: Tensor, labels: Tensor) -> Tensor:
-    """Upper bounds of ``y_k − y_label`` over the input box (``0`` at the label), differentiable through the
-    embedded equilibrium: the cross-entropy of these is the interval-bound loss (Gowal et al. 2018)."""
-    y_lo, y_hi = model.input_box(lo, hi)
-    z_lo, z_hi = interval_equilibrium(model.mon, y_lo, y_hi)
-    return -head_margins(model.head, model.readout(z_lo), model.readout(z_hi), labels)
+        z_lo, z_hi, _ = enclose(embedding, act, y_lo, y_hi, tol)
+        f_lo, f_hi = readout(z_lo), readout(z_hi)
+        slack = (readout_terms + 2) * torch.finfo(f_lo.dtype).eps * torch.maximum(f_lo.abs(), f_hi.abs())
+        return head_margins(head, f_lo - slack, f_hi + slack)
 
 
 def abs_linear(module: nn.Module) -> tuple[Callable[[Tensor], Tensor], Callable[[Tensor], Tensor], int]:

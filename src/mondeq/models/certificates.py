@@ -1,0 +1,127 @@
+"""The certificates of the ℓ2 families, monDEQ and OptEq (SPEC 5; Winston & Kolter 2020, section 5).
+
+With ``I − W`` ``m``-strongly monotone and ``σ`` non-expansive, ``‖z*(x₁) − z*(x₂)‖₂ ≤ ‖UD⁻¹‖₂/m · ‖x₁ − x₂‖₂``
+for pixels ``x`` (``D = diag(std)`` per channel: the normalisation composed into the input map ``U``); the
+logits ``y = C·R(z*) + c`` are then ``‖C‖₂‖R‖₂‖UD⁻¹‖₂/m``-Lipschitz and ``yᵢ − yⱼ`` is
+``‖Cᵢ − Cⱼ‖₂‖R‖₂‖UD⁻¹‖₂/m``-Lipschitz. In the ℓ∞ norm of the pixels the state moves by at most
+``‖UD⁻¹‖∞→2/m · ‖δ‖∞``, and ``‖A‖∞→2 ≤ min(√d‖A‖₂, ‖|A|𝟙‖₂)`` (``d`` the pixels; ``|Aδ| ≤ |A|𝟙‖δ‖∞``
+entrywise).
+
+**Interval bounds.** The mixed-monotone embedding (:mod:`mondeq.robustness.interval`) needs ``μ∞,Δ(W) < 1`` for
+some diagonal ``Δ``, which ℓ2 monotonicity does not give. For a dense ``W`` the best ``Δ`` is known (the Perron
+vector of ``W``'s Metzler majorant, :func:`~mondeq.robustness.interval.perron_weights`), so a dense model offers
+the interval bound exactly when its current ``W`` has a measure below 1 there; a convolutional one offers none.
+"""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..errors import InputError
+from ..layers import EquilibriumLayer
+from ..normalization import Normalization
+from ..operators.conv import kernel_spectrum
+from ..operators.dense import DenseFrozenOperator
+from ..robustness.interval import abs_linear, embed_dense, enclosed_margins, linear_box, perron_weights
+from ..robustness.lipschitz import LipschitzBound
+
+
+def _check_norm(norm: str) -> None:
+    if norm not in ("2", "inf"):
+        raise InputError(f"the certificate norm must be 2 or inf, got {norm!r}")
+
+
+def dense_input_norms(weight: Tensor, normalization: Normalization) -> tuple[float, float]:
+    """``(‖UD⁻¹‖₂, a bound of ‖UD⁻¹‖∞→2)`` of a dense input map on channel-first flattened pixels."""
+    w = weight.detach().double()
+    scaled = w * normalization.inverse_std(w).repeat_interleave(w.shape[1] // normalization.channels)
+    l2 = float(torch.linalg.matrix_norm(scaled, ord=2))
+    rows = float(torch.linalg.vector_norm(scaled.abs().sum(dim=1)))
+    return l2, min(math.sqrt(w.shape[1]) * l2, rows)
+
+
+def circular_conv_input_norms(
+    weight: Tensor, size: tuple[int, int], pixels: int, normalization: Normalization
+) -> tuple[float, float]:
+    """``(‖UD⁻¹‖₂, a bound of ‖UD⁻¹‖∞→2)`` of a stride-1 circular convolution on ``size`` images whose input holds
+    ``pixels`` perturbed values (zero padding is not perturbed): ``‖·‖₂`` is the largest singular value of the
+    per-frequency matrices; every output pixel of channel ``o`` has the row sum ``Σ|K[o]|/std``."""
+    k = weight.detach().double() * normalization.inverse_std(weight.double()).view(1, -1, 1, 1)
+    l2 = float(torch.linalg.matrix_norm(kernel_spectrum(k, size), ord=2).max())
+    rows = math.sqrt(math.prod(size)) * float(torch.linalg.vector_norm(k.abs().sum(dim=(1, 2, 3))))
+    return l2, min(math.sqrt(pixels) * l2, rows)
+
+
+class L2Certified(ABC):
+    """The ℓ2 certificates of a monDEQ or OptEq classifier from the norms its parts know: the input map's (with
+    the normalisation), the readout's ``‖R‖₂`` (:attr:`readout_scale`), the operator's ``m``, the head's rows."""
+
+    mon: EquilibriumLayer
+    head: nn.Linear
+    readout_scale: float
+
+    @abstractmethod
+    def input_norms(self, normalization: Normalization) -> tuple[float, float]:
+        """``(‖UD⁻¹‖₂, a bound of ‖UD⁻¹‖∞→2)`` of the input map on the pixel scale."""
+
+    def lipschitz(self, norm: str, normalization: Normalization, differentiable: bool = False) -> LipschitzBound:
+        """ℓ2 bounds of the logits for pixels in ``norm`` (``differentiable``: the pair bounds keep the head's
+        gradient, the Lipschitz-margin loss's)."""
+        _check_norm(norm)
+        l2, inf_to_2 = self.input_norms(normalization)
+        state = (l2 if norm == "2" else inf_to_2) / self.mon.operator.m
+        factor = self.readout_scale * state
+        c = self.head.weight if differentiable else self.head.weight.detach().double()
+        total = float(torch.linalg.matrix_norm(c.detach().double(), ord=2)) * factor
+        return LipschitzBound(total, torch.cdist(c, c) * factor, state)
+
+    def interval_support(self) -> str | None:
+        return (f"no interval bound for {type(self).__name__}: its W is ℓ2-monotone, and the mixed-monotone "
+                "embedding needs an ℓ∞ measure below 1, which is only checked for dense W")
+
+    def interval(self, lo: Tensor, hi: Tensor) -> Tensor:
+        raise InputError(self.interval_support() or "")
+
+
+class DenseL2Certified(L2Certified):
+    """An ℓ2-certified classifier with a dense ``W``: it also offers the interval bound whenever
+    ``minΔ μ∞,Δ(W) < 1`` at its current parameters."""
+
+    @abstractmethod
+    def input_box(self, lo: Tensor, hi: Tensor) -> tuple[Tensor, Tensor]:
+        """The box of the equilibrium's input ``y`` over inputs in ``[lo, hi]``, rounding included."""
+
+    @abstractmethod
+    def readout(self, z: Tensor) -> Tensor:
+        """The head's input (a slice of ``z``)."""
+
+    def _dense_w(self) -> Tensor:
+        op = self.mon.operator.frozen()
+        assert isinstance(op, DenseFrozenOperator)
+        return op.weight
+
+    def interval_support(self) -> str | None:
+        root, _ = perron_weights(self._dense_w())
+        if root < 1:
+            return None
+        return (f"no interval bound for {type(self).__name__} at these parameters: minΔ μ∞,Δ(W) = {root:.4g} ≥ 1 "
+                "(the mixed-monotone embedding needs it below 1)")
+
+    def interval(self, lo: Tensor, hi: Tensor) -> Tensor:
+        """Sound lower bounds ``(B, K, K)`` of every logit difference over ``[lo, hi]`` (compute in float64)."""
+        reason = self.interval_support()
+        if reason:
+            raise InputError(reason)
+        return enclosed_margins(embed_dense(self._dense_w()), self.mon.activation, *self.input_box(lo, hi),
+                                self.readout, 1, self.head)
+
+
+def linear_input_box(linear: nn.Linear, lo: Tensor, hi: Tensor, extra: int = 0) -> tuple[Tensor, Tensor]:
+    """The box of ``(Ux + b, 0 ×extra)`` over flattened inputs in ``[lo, hi]``."""
+    y_lo, y_hi = linear_box(*abs_linear(linear), lo.flatten(1), hi.flatten(1))
+    return F.pad(y_lo, (0, extra)), F.pad(y_hi, (0, extra))
