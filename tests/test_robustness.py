@@ -67,7 +67,7 @@ def test_input_norm_is_exact(name: str) -> None:
     eye = torch.eye(n, dtype=torch.float64).view(n, conv.in_channels, *size)
     with torch.no_grad():
         dense = (conv(eye) - conv.bias.view(1, -1, 1, 1)).reshape(n, -1)
-    assert model.input_norms(PIXELS)[0] == pytest.approx(float(torch.linalg.matrix_norm(dense, 2)), rel=1e-9)
+    assert float(model.input_norms(PIXELS)[0]) == pytest.approx(float(torch.linalg.matrix_norm(dense, 2)), rel=1e-9)
 
 
 def test_certified_radii() -> None:
@@ -185,7 +185,7 @@ def test_input_norms_compose_the_normalisation_per_channel(name: str) -> None:
             return model.mon.input_map(x.flatten(1) if flat else x).flatten(1)
 
     a = (y(pixels) - y(torch.zeros_like(pixels[:1]))).T
-    l2, inf_to_2 = model.input_norms(normalization)
+    l2, inf_to_2 = (float(t) for t in model.input_norms(normalization))
     assert l2 == pytest.approx(float(torch.linalg.matrix_norm(a, 2)), rel=1e-9)
     gen = torch.Generator().manual_seed(3)
     signs = torch.randint(0, 2, (2000, d), generator=gen).double() * 2 - 1
@@ -199,3 +199,20 @@ def test_input_norms_compose_the_normalisation_per_channel(name: str) -> None:
     assert (dy.norm(dim=1) <= bound.logits * 0.05 * (1 + 1e-9)).all()
     diff = dy[:, :, None] - dy[:, None, :]
     assert (diff.abs() <= bound.pairs[None] * 0.05 * (1 + 1e-9) + 1e-12).all()
+
+
+@pytest.mark.parametrize("name", ["fc", "conv"])
+@pytest.mark.parametrize("norm", ["2", "inf"])
+def test_differentiable_pair_bounds_are_the_bounds_and_reach_the_input_map(name: str, norm: str) -> None:
+    """The Lipschitz-margin loss's pair bounds equal the certificate's and are differentiable in the head and
+    the input map (gradcheck in float64)."""
+    model = _model(name)
+    normalization = Normalization((0.1,), (0.3,))
+    exact = model.lipschitz(norm, normalization).pairs
+    torch.testing.assert_close(model.lipschitz(norm, normalization, differentiable=True).pairs.detach(), exact,
+                               rtol=1e-12, atol=0)
+    params = (model.mon.input_map.weight, model.head.weight)  # perturbed in place by gradcheck
+    assert torch.autograd.gradcheck(lambda *_: model.lipschitz(norm, normalization, differentiable=True).pairs,
+                                    params, eps=1e-6, atol=1e-6)
+    model.lipschitz(norm, normalization, differentiable=True).pairs.sum().backward()
+    assert all(float(p.grad.abs().sum()) > 0 for p in params)  # not a vacuous gradcheck

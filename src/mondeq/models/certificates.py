@@ -36,25 +36,33 @@ def _check_norm(norm: str) -> None:
         raise InputError(f"the certificate norm must be 2 or inf, got {norm!r}")
 
 
-def dense_input_norms(weight: Tensor, normalization: Normalization) -> tuple[float, float]:
-    """``(‖UD⁻¹‖₂, a bound of ‖UD⁻¹‖∞→2)`` of a dense input map on channel-first flattened pixels."""
-    w = weight.detach().double()
+def _weight(weight: Tensor, differentiable: bool) -> Tensor:
+    return weight if differentiable else weight.detach().double()
+
+
+def dense_input_norms(
+    weight: Tensor, normalization: Normalization, differentiable: bool = False
+) -> tuple[Tensor, Tensor]:
+    """``(‖UD⁻¹‖₂, a bound of ‖UD⁻¹‖∞→2)`` of a dense input map on channel-first flattened pixels (float64 and
+    detached, or ``differentiable`` in ``weight``)."""
+    w = _weight(weight, differentiable)
     scaled = w * normalization.inverse_std(w).repeat_interleave(w.shape[1] // normalization.channels)
-    l2 = float(torch.linalg.matrix_norm(scaled, ord=2))
-    rows = float(torch.linalg.vector_norm(scaled.abs().sum(dim=1)))
-    return l2, min(math.sqrt(w.shape[1]) * l2, rows)
+    l2 = torch.linalg.matrix_norm(scaled, ord=2)
+    rows = torch.linalg.vector_norm(scaled.abs().sum(dim=1))
+    return l2, torch.minimum(math.sqrt(w.shape[1]) * l2, rows)
 
 
 def circular_conv_input_norms(
-    weight: Tensor, size: tuple[int, int], pixels: int, normalization: Normalization
-) -> tuple[float, float]:
+    weight: Tensor, size: tuple[int, int], pixels: int, normalization: Normalization, differentiable: bool = False
+) -> tuple[Tensor, Tensor]:
     """``(‖UD⁻¹‖₂, a bound of ‖UD⁻¹‖∞→2)`` of a stride-1 circular convolution on ``size`` images whose input holds
     ``pixels`` perturbed values (zero padding is not perturbed): ``‖·‖₂`` is the largest singular value of the
     per-frequency matrices; every output pixel of channel ``o`` has the row sum ``Σ|K[o]|/std``."""
-    k = weight.detach().double() * normalization.inverse_std(weight.double()).view(1, -1, 1, 1)
-    l2 = float(torch.linalg.matrix_norm(kernel_spectrum(k, size), ord=2).max())
-    rows = math.sqrt(math.prod(size)) * float(torch.linalg.vector_norm(k.abs().sum(dim=(1, 2, 3))))
-    return l2, min(math.sqrt(pixels) * l2, rows)
+    w = _weight(weight, differentiable)
+    k = w * normalization.inverse_std(w).view(1, -1, 1, 1)
+    l2 = torch.linalg.matrix_norm(kernel_spectrum(k, size), ord=2).max()
+    rows = math.sqrt(math.prod(size)) * torch.linalg.vector_norm(k.abs().sum(dim=(1, 2, 3)))
+    return l2, torch.minimum(math.sqrt(pixels) * l2, rows)
 
 
 class L2Certified(ABC):
@@ -66,19 +74,20 @@ class L2Certified(ABC):
     readout_scale: float
 
     @abstractmethod
-    def input_norms(self, normalization: Normalization) -> tuple[float, float]:
-        """``(‖UD⁻¹‖₂, a bound of ‖UD⁻¹‖∞→2)`` of the input map on the pixel scale."""
+    def input_norms(self, normalization: Normalization, differentiable: bool = False) -> tuple[Tensor, Tensor]:
+        """``(‖UD⁻¹‖₂, a bound of ‖UD⁻¹‖∞→2)`` of the input map on the pixel scale (float64 and detached, or
+        ``differentiable`` in its weight)."""
 
     def lipschitz(self, norm: str, normalization: Normalization, differentiable: bool = False) -> LipschitzBound:
-        """ℓ2 bounds of the logits for pixels in ``norm`` (``differentiable``: the pair bounds keep the head's
-        gradient, the Lipschitz-margin loss's)."""
+        """ℓ2 bounds of the logits for pixels in ``norm`` (``differentiable``: the pair bounds keep the gradient
+        of the head and the input map, the Lipschitz-margin loss's; ``m`` is a constant of the step)."""
         _check_norm(norm)
-        l2, inf_to_2 = self.input_norms(normalization)
+        l2, inf_to_2 = self.input_norms(normalization, differentiable)
         state = (l2 if norm == "2" else inf_to_2) / self.mon.operator.m
-        factor = self.readout_scale * state
-        c = self.head.weight if differentiable else self.head.weight.detach().double()
+        c = _weight(self.head.weight, differentiable)
+        factor = self.readout_scale * float(state.detach())
         total = float(torch.linalg.matrix_norm(c.detach().double(), ord=2)) * factor
-        return LipschitzBound(total, torch.cdist(c, c) * factor, state)
+        return LipschitzBound(total, torch.cdist(c, c) * (self.readout_scale * state), float(state.detach()))
 
     def interval_support(self) -> str | None:
         return (f"no interval bound for {type(self).__name__}: its W is ℓ2-monotone, and the mixed-monotone "

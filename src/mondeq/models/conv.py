@@ -83,7 +83,7 @@ class ConvMonDEQ(L2Certified, nn.Module):
         z = self.mon(x)
         return self.head(F.avg_pool2d(z, self.pool).flatten(1))
 
-    def input_norms(self, normalization: Normalization) -> tuple[float, float]:
+    def input_norms(self, normalization: Normalization, differentiable: bool = False) -> tuple[Tensor, Tensor]:
         """Zero padding of the input is an isometry, the convolution is circular."""
         return circular_conv_input_norms(self.mon.input_map.weight, self.mon.operator.size,
-                                         math.prod(self.input_shape), normalization)
+                                         math.prod(self.input_shape), normalization, differentiable)

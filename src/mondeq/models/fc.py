@@ -63,8 +63,8 @@ class FCMonDEQ(DenseL2Certified, nn.Module):
         check_shape(x, self.input_shape, "input")
         return self.head(self.mon(x.flatten(1)))
 
-    def input_norms(self, normalization: Normalization) -> tuple[float, float]:
-        return dense_input_norms(self.mon.input_map.weight, normalization)
+    def input_norms(self, normalization: Normalization, differentiable: bool = False) -> tuple[Tensor, Tensor]:
+        return dense_input_norms(self.mon.input_map.weight, normalization, differentiable)
 
     def input_box(self, lo: Tensor, hi: Tensor) -> tuple[Tensor, Tensor]:
         return linear_input_box(self.mon.input_map, lo, hi)

@@ -91,7 +91,7 @@ class MultiTierMonDEQ(L2Certified, nn.Module):
         z = self.mon(x)
         return self.head(z[:, -self.last :])
 
-    def input_norms(self, normalization: Normalization) -> tuple[float, float]:
+    def input_norms(self, normalization: Normalization, differentiable: bool = False) -> tuple[Tensor, Tensor]:
         """Of the input convolution into the first tier."""
         return circular_conv_input_norms(self.mon.input_map.conv.weight, self.mon.operator.size,
-                                         math.prod(self.input_shape), normalization)
+                                         math.prod(self.input_shape), normalization, differentiable)

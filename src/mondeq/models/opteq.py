@@ -128,8 +128,8 @@ class OptEqFC(DenseL2Certified, _OptEqClassifier):
     def forward(self, x: Tensor) -> Tensor:
         return self.head(self.readout(self.mon(self._prepare(x))))
 
-    def input_norms(self, normalization: Normalization) -> tuple[float, float]:
-        return dense_input_norms(self.mon.input_map.input_map.weight, normalization)
+    def input_norms(self, normalization: Normalization, differentiable: bool = False) -> tuple[Tensor, Tensor]:
+        return dense_input_norms(self.mon.input_map.input_map.weight, normalization, differentiable)
 
     def input_box(self, lo: Tensor, hi: Tensor) -> tuple[Tensor, Tensor]:
         return linear_input_box(self.mon.input_map.input_map, lo, hi, self.mon.input_map.extra)
@@ -202,7 +202,7 @@ class OptEqConv(L2Certified, _OptEqClassifier):
         z = self.mon(self._prepare(x))
         return self.head(F.avg_pool2d(z[:, -self.last :], self.pool).flatten(1))
 
-    def input_norms(self, normalization: Normalization) -> tuple[float, float]:
+    def input_norms(self, normalization: Normalization, differentiable: bool = False) -> tuple[Tensor, Tensor]:
         """Zero padding of the input is an isometry, the convolution is circular."""
         return circular_conv_input_norms(self.mon.input_map.input_map.weight, self.mon.operator.size,
-                                         math.prod(self.input_shape), normalization)
+                                         math.prod(self.input_shape), normalization, differentiable)
