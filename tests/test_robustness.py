@@ -216,3 +216,26 @@ def test_differentiable_pair_bounds_are_the_bounds_and_reach_the_input_map(name:
                                     params, eps=1e-6, atol=1e-6)
     model.lipschitz(norm, normalization, differentiable=True).pairs.sum().backward()
     assert all(float(p.grad.abs().sum()) > 0 for p in params)  # not a vacuous gradcheck
+
+
+@pytest.mark.parametrize("name", sorted(mondeq.MODELS))
+def test_every_registered_model_answers_the_certificate_protocol(name: str) -> None:
+    """Every family's classifier gives finite positive bounds in both norms (ℓ∞ at least the ℓ2 one for the ℓ2
+    families, by ‖A‖₂ ≤ ‖A‖∞→2) and says whether it has interval bounds."""
+    from mondeq.robustness import Certifiable
+
+    torch.manual_seed(0)
+    small = {"channels": (2, 3)} if "multitier" in name else {"channels": 3} if "conv" in name else {"hidden": 6}
+    if name == "opteq-deep-fc":
+        small = {"hidden": (4, 4)}
+    if name == "opteq-deep-conv":
+        small = {"channels": (2, 2)}
+    model = mondeq.build_model(name, (1, 8, 8), 4, **small)
+    assert isinstance(model, Certifiable)
+    l2, linf = (model.lipschitz(norm, Normalization((0.5,), (0.25,))) for norm in ("2", "inf"))
+    for bound in (l2, linf):
+        assert math.isfinite(bound.logits) and bound.logits > 0 and bound.state > 0
+        assert bound.pairs.shape == (4, 4) and bool((bound.pairs.diagonal() == 0).all())
+    assert linf.logits >= l2.logits * (1 - 1e-12)
+    reason = model.interval_support()
+    assert reason is None or "no interval bound" in reason
