@@ -92,6 +92,7 @@ def test_certify_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
     r_inf = json.loads(capsys.readouterr().out)
     assert r["lipschitz"] <= r_inf["lipschitz"] <= 28 * r["lipschitz"] * (1 + 1e-12)  # ‖A‖₂ ≤ ‖A‖∞→2 ≤ √784‖A‖₂
     assert main(["certify", "--checkpoint", str(out / "checkpoint.pt"), "--eps", "-1"]) == 2
+    assert main(["certify", "--checkpoint", str(out / "checkpoint.pt"), "--eps", "0.1", "--max-iter", "0"]) == 2
     # the attack never claims more than the certificate allows, nor more than the clean accuracy
     for norm, eps in (("2", ["0.5", "3"]), ("inf", ["0.02", "0.2"])):
         args = ["certify", "--checkpoint", str(out / "checkpoint.pt"), "--norm", norm, "--attack", "pgd",

@@ -127,6 +127,9 @@ def _certify_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data-dir", default=None)
     p.add_argument("--test-subset", type=int, default=None)
     p.add_argument("--tol", type=float, default=1e-5, help="solver tolerance of the logits (default 1e-5)")
+    p.add_argument("--max-iter", type=int, default=5000,
+                   help="iteration limit of those solves (default 5000; a solve stopped early stays sound, its "
+                        "error bound is larger)")
     p.add_argument("--attack", choices=["pgd"], default=None, help="also attack with PGD")
     p.add_argument("--attack-steps", type=int, default=20, help="PGD steps (default 20)")
     p.add_argument("--restarts", type=int, default=1, help="PGD runs, the first from the clean image, the others "
@@ -145,10 +148,12 @@ def _cmd_certify(args: argparse.Namespace) -> int:
 
     if any(not e >= 0 for e in args.eps):
         raise InputError(f"--eps must be ≥ 0, got {args.eps}")
-    if args.attack_steps < 1 or args.restarts < 1:
-        raise InputError(f"--attack-steps and --restarts must be ≥ 1, got {args.attack_steps}, {args.restarts}")
+    if args.attack_steps < 1 or args.restarts < 1 or args.max_iter < 1:
+        raise InputError(f"--attack-steps, --restarts and --max-iter must be ≥ 1, got {args.attack_steps}, "
+                         f"{args.restarts}, {args.max_iter}")
     model, splits, _ = model_from_checkpoint(args.checkpoint, dataset=args.dataset, data_dir=args.data_dir,
-                                             test_subset=args.test_subset, device=args.device, eval_tol=args.tol)
+                                             test_subset=args.test_subset, device=args.device, eval_tol=args.tol,
+                                             eval_max_iter=args.max_iter)
     r = certify(model, splits.test_images, splits.test_labels, splits.normalization, args.eps, args.norm,
                 attack=args.attack == "pgd", attack_steps=args.attack_steps, restarts=args.restarts)
     if args.plot:

@@ -544,11 +544,14 @@ def model_from_checkpoint(
     test_subset: int | None = None,
     device: str = "cpu",
     eval_tol: float | None = None,
+    eval_max_iter: int | None = None,
 ) -> tuple[nn.Module, Splits, dict]:
-    """A saved model on ``device`` with the test split it is evaluated on (its own data set by default)."""
+    """A saved model on ``device`` with the test split it is evaluated on (its own data set by default), its
+    evaluation solver's tolerance and iteration limit overridden where given."""
     ckpt = load_checkpoint(path)
     overrides: dict[str, Any] = {"device": device, "test_subset": test_subset}
-    for key, value in (("dataset", dataset), ("data_dir", data_dir), ("eval_tol", eval_tol)):
+    for key, value in (("dataset", dataset), ("data_dir", data_dir), ("eval_tol", eval_tol),
+                       ("eval_max_iter", eval_max_iter)):
         if value is not None:
             overrides[key] = value
     cfg = config_from_checkpoint(ckpt, **overrides)

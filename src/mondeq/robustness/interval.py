@@ -133,14 +133,14 @@ def perron_weights(w: Tensor) -> tuple[float, Tensor]:
     """The smallest weighted ℓ∞ measure of a dense ``W`` over diagonal weights, and weights ``Δ`` that reach it:
     ``minΔ μ∞,Δ(W)`` is the Perron root ``λ`` of the Metzler majorant ``M`` (``Mᵢᵢ = Wᵢᵢ``, ``Mᵢⱼ = |Wᵢⱼ|``), and
     ``Δ = diag(1/v)`` for its Perron vector ``Mv = λv`` gives every row the measure ``λ``."""
-    w64 = w.detach().double()
+    w64 = w.detach().double().cpu()  # a small dense eigenproblem
     majorant = w64.abs() + torch.diag(w64.diagonal() - w64.diagonal().abs())
     values, vectors = torch.linalg.eig(majorant)
     k = int(values.real.argmax())
     v = vectors[:, k].real
     v = v * v.sum().sign()
     v = v.clamp_min(1e-12 * float(v.abs().max()))
-    return float(values[k].real), (v.max() / v).to(w.dtype)
+    return float(values[k].real), (v.max() / v).to(w.device, w.dtype)
 
 
 def embed_dense(w: Tensor) -> Embedding:
