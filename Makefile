@@ -39,7 +39,7 @@ mutate: $(STAMP)  ## mutation testing of the core (hours; not part of CI): tools
 
 lint: $(STAMP)
 	$(BIN)/pip install --quiet ruff
-	$(BIN)/ruff check src tests benchmarks tools
+	$(BIN)/ruff check src tests benchmarks tools examples
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
