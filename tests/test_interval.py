@@ -176,3 +176,14 @@ def test_the_training_bound_is_the_sound_one_and_differentiable(name: str) -> No
     params = (model.mon.operator.delta, model.mon.input_map.bias)  # perturbed in place by gradcheck
     assert torch.autograd.gradcheck(lambda *_: model.interval_training(lo, hi, labels), params, eps=1e-6,
                                     atol=1e-5)
+
+
+def test_a_measure_below_one_by_less_than_its_rounding_is_refused() -> None:
+    """``W = ¼(1 − 10⁻¹⁵)𝟙𝟙ᵀ`` has Perron root just below 1; the stored embedding's measure with rounding is not,
+    so no enclosure is claimed, and the message says why."""
+    from mondeq.robustness.interval import embed_dense, perron_weights
+
+    w = torch.full((4, 4), 0.25 * (1 - 1e-15), dtype=torch.float64)
+    assert perron_weights(w)[0] < 1
+    with pytest.raises(mondeq.InputError, match="rounding"):
+        embed_dense(w)

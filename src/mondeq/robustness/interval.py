@@ -150,9 +150,13 @@ def embed_dense(w: Tensor) -> Embedding:
     Raises:
         InputError: ``minΔ μ∞,Δ(W) ≥ 1``: no interval bound of this kind exists.
     """
-    _, weights = perron_weights(w)
+    root, weights = perron_weights(w)
     e = _split_dense(w)
-    guarantee = dense_guarantee(e, weights.repeat(2))
+    try:
+        guarantee = dense_guarantee(e, weights.repeat(2))
+    except InputError:
+        raise InputError(f"no interval bound: minΔ μ∞,Δ(W) = {root:.6g} is below 1 by less than its "
+                         "rounding") from None
     return Embedding(DenseFrozenOperator(e, guarantee=guarantee), DenseFrozenOperator(e.abs(), guarantee=guarantee),
                      e.shape[1])
 
