@@ -54,12 +54,9 @@ class Normalization:
         """Images on the pixel scale: ``uint8`` ones divided by 255, others as they are (in ``dtype``)."""
         return images.to(dtype) / 255.0 if images.dtype == torch.uint8 else images.to(dtype)
 
-    def box(self, pixels: Tensor, eps: float | Tensor) -> tuple[Tensor, Tensor]:
-        """The ℓ∞ ball of radius ``eps`` (pixel scale; a scalar or one per image) around ``pixels``, cut to
-        ``[0, 1]``, as a box ``[lo, hi]`` of model inputs."""
-        eps = torch.as_tensor(eps, dtype=pixels.dtype, device=pixels.device)
-        if eps.dim() == 1:
-            eps = eps.view(-1, *[1] * (pixels.dim() - 1))
+    def box(self, pixels: Tensor, eps: float) -> tuple[Tensor, Tensor]:
+        """The ℓ∞ ball of radius ``eps`` (pixel scale) around ``pixels``, cut to ``[0, 1]``, as a box ``[lo, hi]``
+        of model inputs."""
         return self((pixels - eps).clamp(0.0, 1.0)), self((pixels + eps).clamp(0.0, 1.0))
 
     def inverse_std(self, like: Tensor) -> Tensor:

@@ -6,6 +6,7 @@ Images are kept as ``uint8`` tensors and normalised per batch on the training de
 
 from __future__ import annotations
 
+import functools
 import gzip
 import os
 import pickle
@@ -75,7 +76,7 @@ class Splits:
     test_images: Tensor
     test_labels: Tensor
 
-    @property
+    @functools.cached_property
     def normalization(self) -> Normalization:
         """The per-channel normalisation of this data set's images."""
         return Normalization(self.info.mean, self.info.std)

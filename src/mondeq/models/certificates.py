@@ -27,13 +27,8 @@ from ..layers import EquilibriumLayer
 from ..normalization import Normalization
 from ..operators.conv import kernel_spectrum
 from ..operators.dense import DenseFrozenOperator
-from ..robustness.interval import abs_linear, embed_dense, enclosed_margins, linear_box, perron_weights
-from ..robustness.lipschitz import LipschitzBound
-
-
-def _check_norm(norm: str) -> None:
-    if norm not in ("2", "inf"):
-        raise InputError(f"the certificate norm must be 2 or inf, got {norm!r}")
+from ..robustness.interval import abs_linear, embed_dense, enclosed_margins, linear_box
+from ..robustness.lipschitz import LipschitzBound, check_norm
 
 
 def _weight(weight: Tensor, differentiable: bool) -> Tensor:
@@ -81,7 +76,7 @@ class L2Certified(ABC):
     def lipschitz(self, norm: str, normalization: Normalization, differentiable: bool = False) -> LipschitzBound:
         """ℓ2 bounds of the logits for pixels in ``norm`` (``differentiable``: the pair bounds keep the gradient
         of the head and the input map, the Lipschitz-margin loss's; ``m`` is a constant of the step)."""
-        _check_norm(norm)
+        check_norm(norm)
         l2, inf_to_2 = self.input_norms(normalization, differentiable)
         state = (l2 if norm == "2" else inf_to_2) / self.mon.operator.m
         c = _weight(self.head.weight, differentiable)
@@ -115,17 +110,15 @@ class DenseL2Certified(L2Certified):
         return op.weight
 
     def interval_support(self) -> str | None:
-        root, _ = perron_weights(self._dense_w())
-        if root < 1:
-            return None
-        return (f"no interval bound for {type(self).__name__} at these parameters: minΔ μ∞,Δ(W) = {root:.4g} ≥ 1 "
-                "(the mixed-monotone embedding needs it below 1)")
+        try:
+            embed_dense(self._dense_w())
+        except InputError as e:
+            return f"{type(self).__name__} at these parameters: {e}"
+        return None
 
     def interval(self, lo: Tensor, hi: Tensor) -> Tensor:
-        """Sound lower bounds ``(B, K, K)`` of every logit difference over ``[lo, hi]`` (compute in float64)."""
-        reason = self.interval_support()
-        if reason:
-            raise InputError(reason)
+        """Sound lower bounds ``(B, K, K)`` of every logit difference over ``[lo, hi]`` (compute in float64);
+        raises :class:`InputError` where :meth:`interval_support` says why not."""
         return enclosed_margins(embed_dense(self._dense_w()), self.mon.activation, *self.input_box(lo, hi),
                                 self.readout, 1, self.head)
 

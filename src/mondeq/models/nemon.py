@@ -23,13 +23,12 @@ import torch
 from torch import Tensor, nn
 
 from ..activations import Activation
-from ..errors import InputError
 from ..implicit import BackwardMethod
 from ..layers import EquilibriumLayer
 from ..normalization import Normalization
 from ..operators.nemon import ConvNemon, DenseNemon
 from ..robustness.interval import abs_linear, enclosed_margins, head_margins, interval_equilibrium, linear_box
-from ..robustness.lipschitz import LipschitzBound
+from ..robustness.lipschitz import LipschitzBound, check_norm
 from ..solvers import Solver
 from ..solvers.base import check_shape
 
@@ -55,8 +54,7 @@ class _NemonClassifier(nn.Module, ABC):
         """The ℓ∞ bounds of :meth:`linf_bound`, also for ``norm="2"`` (``‖δ‖∞ ≤ ‖δ‖₂``). Without
         ``differentiable`` they are computed in float64 from the stored parameters, with ``μ`` the measure of
         the matrix the solver applies (its frozen guarantee's, round-off included) where that is larger."""
-        if norm not in ("2", "inf"):
-            raise InputError(f"the certificate norm must be 2 or inf, got {norm!r}")
+        check_norm(norm)
         if differentiable:
             total, pairs, state = self.linf_bound(normalization)
             return LipschitzBound(float(total.detach()), pairs, float(state.detach()))

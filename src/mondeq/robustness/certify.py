@@ -26,7 +26,7 @@ from ..errors import CertificateError, InputError
 from ..layers import EquilibriumLayer
 from ..normalization import Normalization
 from .attacks import pgd
-from .lipschitz import Certifiable, LipschitzBound, certified_radii
+from .lipschitz import Certifiable, LipschitzBound, certified_radii, check_norm
 
 
 def _certifiable(model: nn.Module) -> tuple[Certifiable, EquilibriumLayer]:
@@ -44,8 +44,7 @@ def certified_radius(
 ) -> tuple[Tensor, Tensor, LipschitzBound]:
     """Per image: whether it is classified correctly and the radius (pixel scale, in ``norm``) within which its
     prediction provably cannot change, the solve's error accounted for; and the model's bounds."""
-    if norm not in ("2", "inf"):
-        raise InputError(f"--norm must be 2 or inf, got {norm!r}")
+    check_norm(norm)
     certifiable, layer = _certifiable(model)
     bound = certifiable.lipschitz(norm, normalization)
     model.eval()

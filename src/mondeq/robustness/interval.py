@@ -109,7 +109,6 @@ class MixedMonotoneEmbedding(TrainableOperator):
         return ConvNemonFrozenOperator(kernel, weights, shift, self.shape, conv_guarantee(kernel, shift, weights))
 
 
-
 class Embedding(NamedTuple):
     """A frozen embedded operator ``W_e`` (with its ℓ∞ guarantee), ``|W_e|`` and the number of terms of a row:
     what :func:`enclose` iterates and its rounding bound."""
@@ -119,11 +118,15 @@ class Embedding(NamedTuple):
     terms: int
 
 
+def _dense_embedding(op: DenseFrozenOperator) -> Embedding:
+    return Embedding(op, DenseFrozenOperator(op.weight.abs(), guarantee=op.guarantee), op.weight.shape[1])
+
+
 def embed(operator: TrainableOperator) -> Embedding:
     """The frozen embedding of a NEMON operator at its current parameters."""
     op = MixedMonotoneEmbedding(operator).frozen()
     if isinstance(op, DenseFrozenOperator):
-        return Embedding(op, DenseFrozenOperator(op.weight.abs(), guarantee=op.guarantee), op.weight.shape[1])
+        return _dense_embedding(op)
     assert isinstance(op, ConvNemonFrozenOperator)
     absolute = ConvNemonFrozenOperator(op.kernel.abs(), op.scale, op.shift.abs().flatten(), op.shape, op.guarantee)
     return Embedding(op, absolute, op.kernel[0].numel() + 1)
@@ -148,17 +151,20 @@ def embed_dense(w: Tensor) -> Embedding:
     :func:`perron_weights` (the guarantee is measured from the stored embedded matrix).
 
     Raises:
-        InputError: ``minΔ μ∞,Δ(W) ≥ 1``: no interval bound of this kind exists.
+        InputError: ``minΔ μ∞,Δ(W) ≥ 1`` (no interval bound of this kind exists), or below 1 by less than the
+            rounding of the stored matrix's measure.
     """
     root, weights = perron_weights(w)
+    if not root < 1:
+        raise InputError(f"no interval bound: minΔ μ∞,Δ(W) = {root:.4g} ≥ 1 (the mixed-monotone embedding needs "
+                         "it below 1)")
     e = _split_dense(w)
     try:
         guarantee = dense_guarantee(e, weights.repeat(2))
     except InputError:
         raise InputError(f"no interval bound: minΔ μ∞,Δ(W) = {root:.6g} is below 1 by less than its "
                          "rounding") from None
-    return Embedding(DenseFrozenOperator(e, guarantee=guarantee), DenseFrozenOperator(e.abs(), guarantee=guarantee),
-                     e.shape[1])
+    return _dense_embedding(DenseFrozenOperator(e, guarantee=guarantee))
 
 
 def _halves(z: Tensor) -> tuple[Tensor, Tensor]:
@@ -201,6 +207,7 @@ def enclose(
     box = (bound.view(-1, *[1] * (y_lo.dim() - 1)) / w_half).expand_as(y_lo)
     state = torch.cat([-box, box], 1)  # (z̲, z̄) stacked, as the embedded operator takes them
     sign = torch.cat([-torch.ones_like(w_half), torch.ones_like(w_half)], 1)  # outward: down, then up
+    down = sign < 0
     y = torch.cat([y_lo, y_hi], 1)
     y_abs = y.abs()
     for it in range(1, max_iter + 1):
@@ -208,7 +215,7 @@ def enclose(
         a = act(pre)
         a = a + sign * (2 * u * a.abs())
         new = (1 - alpha) * state + alpha * a + sign * (4 * u * (state.abs() + a.abs()))
-        new = torch.where(sign < 0, torch.maximum(state, new), torch.minimum(state, new))
+        new = torch.where(down, torch.maximum(state, new), torch.minimum(state, new))
         moved = ((new - state).abs() * w_full).flatten(1).amax(1)
         size = (new.abs() * w_full).flatten(1).amax(1)
         state = new

@@ -21,7 +21,14 @@ from typing import NamedTuple, Protocol, runtime_checkable
 import torch
 from torch import Tensor
 
+from ..errors import InputError
 from ..normalization import Normalization
+
+
+def check_norm(norm: str) -> None:
+    """Refuse a certificate norm other than ``"2"`` and ``"inf"`` in one line."""
+    if norm not in ("2", "inf"):
+        raise InputError(f"the certificate norm must be 2 or inf, got {norm!r}")
 
 
 class LipschitzBound(NamedTuple):
