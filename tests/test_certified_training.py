@@ -63,7 +63,7 @@ def test_interval_training_certifies_and_no_attack_breaks_it(nemon_runs: dict[st
 def test_a_contradicted_certificate_is_an_error(nemon_runs: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
     import importlib
 
-    from mondeq.train import model_from_checkpoint
+    from mondeq.training import model_from_checkpoint
 
     certify_module = importlib.import_module("mondeq.robustness.certify")
     model, splits, _ = model_from_checkpoint(nemon_runs["plain"], test_subset=100, eval_tol=1e-6)
@@ -81,7 +81,7 @@ def test_a_contradicted_certificate_is_an_error(nemon_runs: dict[str, Path], mon
 def test_restarts_only_lower_the_attacked_accuracy_and_warm_starts_shorten_solves(
     nemon_runs: dict[str, Path],
 ) -> None:
-    from mondeq.train import model_from_checkpoint
+    from mondeq.training import model_from_checkpoint
 
     model, splits, _ = model_from_checkpoint(nemon_runs["plain"], test_subset=200, eval_tol=1e-6)
     images, labels = splits.test_images, splits.test_labels

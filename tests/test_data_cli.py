@@ -16,7 +16,7 @@ import torch
 from mondeq.cli import main
 from mondeq.data import load_dataset, random_crop_flip, read_idx
 from mondeq.errors import InputError
-from mondeq.train import TrainConfig, build_from_config, train
+from mondeq.training import TrainConfig, build_from_config, train
 
 
 def _write_idx(path: Path, array: np.ndarray, compress: bool) -> None:

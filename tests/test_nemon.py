@@ -360,7 +360,7 @@ def test_backward_uses_the_pre_activation_form() -> None:
 
 def test_lipschitz_regulariser_lowers_the_bound(tmp_path) -> None:
     """Training with --lipschitz-reg ends with a smaller certified ℓ∞ bound than without; a monDEQ refuses it."""
-    from mondeq.train import TrainConfig, model_from_checkpoint, train
+    from mondeq.training import TrainConfig, model_from_checkpoint, train
 
     bounds = []
     for reg in (0.0, 1.0):
@@ -379,7 +379,7 @@ def test_no_attack_breaks_a_certified_nemon_point(tmp_path) -> None:
     """Point by point at a radius where part of the test set is certified: a 50-step ℓ∞ PGD never changes a
     certified prediction, and does break some uncertified ones."""
     from mondeq.robustness import certified_radius, pgd
-    from mondeq.train import TrainConfig, model_from_checkpoint, train
+    from mondeq.training import TrainConfig, model_from_checkpoint, train
 
     train(TrainConfig(model="nemon-fc", epochs=2, train_subset=2000, test_subset=200, lipschitz_reg=0.002,
                       out=str(tmp_path)), progress=False, log=lambda s: None)
@@ -429,7 +429,7 @@ def test_a_solver_of_another_family_is_refused_before_training() -> None:
     """`--solver pr` on a NEMON (and `avg` on a monDEQ) fails when the model is built, before any data is
     used; a NaN regulariser weight and a NaN starting point are refused."""
     from mondeq.data import load_dataset
-    from mondeq.train import TrainConfig, build_from_config
+    from mondeq.training import TrainConfig, build_from_config
 
     splits = load_dataset("mnist-mini", train_subset=1, test_subset=1)
     for model, solver in (("nemon-fc", "pr"), ("fc", "avg")):

@@ -136,7 +136,7 @@ def test_lipschitz_bound_is_attained_where_it_is_tight(m: float) -> None:
 @pytest.fixture(scope="module")
 def trained_fc(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A fully connected model trained briefly on mnist-mini (its checkpoint)."""
-    from mondeq.train import TrainConfig, train
+    from mondeq.training import TrainConfig, train
 
     out = tmp_path_factory.mktemp("fc")
     train(TrainConfig(epochs=4, train_subset=2000, test_subset=200, lr_step=None, seed=1, out=str(out)),
@@ -150,7 +150,7 @@ def test_no_attack_breaks_a_certified_point(norm: str, trained_fc: Path) -> None
     stronger PGD (50 steps) never changes the prediction of a certified point, and does break some of the
     others (the attack is not vacuous either)."""
     from mondeq.robustness import certified_radius, pgd
-    from mondeq.train import model_from_checkpoint
+    from mondeq.training import model_from_checkpoint
 
     model, splits, _ = model_from_checkpoint(trained_fc, eval_tol=1e-5)
     ok, radius, _ = certified_radius(model, splits.test_images, splits.test_labels, splits.normalization, norm)

@@ -32,7 +32,7 @@ def _train_parser(sub: argparse._SubParsersAction) -> None:
     from .presets import PRESETS
     from .priors import PRIORS
     from .solvers import SOLVERS
-    from .train import TrainConfig
+    from .training import TrainConfig
 
     d = TrainConfig()
     p = sub.add_parser("train", help="train a model and report test accuracy and solver statistics",
@@ -105,7 +105,7 @@ def _eval_parser(sub: argparse._SubParsersAction) -> None:
 def _cmd_eval(args: argparse.Namespace) -> int:
     import json
 
-    from .train import evaluate_checkpoint
+    from .training import evaluate_checkpoint
 
     r = evaluate_checkpoint(args.checkpoint, dataset=args.dataset, data_dir=args.data_dir,
                             test_subset=args.test_subset, device=args.device)
@@ -144,7 +144,7 @@ def _cmd_certify(args: argparse.Namespace) -> int:
 
     from .errors import InputError
     from .robustness import certify, plot_certify
-    from .train import model_from_checkpoint
+    from .training import model_from_checkpoint
 
     if any(not e >= 0 for e in args.eps):
         raise InputError(f"--eps must be ≥ 0, got {args.eps}")
@@ -203,7 +203,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     from .errors import InputError
     from .models import build_model
     from .solvers import default_solver, make_solver
-    from .train import TrainConfig
+    from .training import TrainConfig
 
     TrainConfig(device=args.device, batch_size=args.batch_size, tol=args.tol).validate()
     if args.dataset not in DATASETS:
@@ -259,7 +259,7 @@ def peak_rss_mb() -> float | None:
 
 def _cmd_train(args: argparse.Namespace) -> int:
     from .presets import preset
-    from .train import TrainConfig, train
+    from .training import TrainConfig, train
 
     given = vars(args)
     fields = TrainConfig.__dataclass_fields__

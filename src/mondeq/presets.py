@@ -36,7 +36,7 @@ _CERTIFIED = {"epochs": 25, "batch_size": 100, "test_batch_size": 1000, "lr_step
 
 @dataclass(frozen=True)
 class Preset:
-    """One experiment: the :class:`~mondeq.train.TrainConfig` fields it sets on top of its family's common
+    """One experiment: the :class:`~mondeq.training.TrainConfig` fields it sets on top of its family's common
     ones (``common``), and the accuracy the paper reports for it."""
 
     paper_accuracy: str

@@ -1,0 +1,94 @@
+"""Data-parallel training under ``torchrun``: this process's rank, the process group, gradient sums."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+from torch import Tensor, nn
+
+
+@dataclass(frozen=True)
+class Distributed:
+    """This process's place in a data-parallel run (``torchrun``); one process: rank 0 of 1."""
+
+    rank: int = 0
+    world: int = 1
+
+    @classmethod
+    def current(cls) -> Distributed:
+        """The process group this process has joined, or a single process."""
+        if dist.is_available() and dist.is_initialized():
+            return cls(dist.get_rank(), dist.get_world_size())
+        return cls()
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    def shard(self, t: Tensor) -> Tensor:
+        """This rank's share of a global batch."""
+        return t[self.rank :: self.world]
+
+    def sum(self, values: Sequence[float]) -> list[float]:
+        """Element-wise sums over the ranks."""
+        if self.world == 1:
+            return list(values)
+        t = torch.tensor(values, dtype=torch.float64)
+        if dist.get_backend() == "nccl":
+            t = t.cuda()
+        dist.all_reduce(t)
+        return t.tolist()
+
+    def max(self, value: float) -> float:
+        """The largest ``value`` over the ranks."""
+        if self.world == 1:
+            return value
+        t = torch.tensor([value], dtype=torch.float64)
+        if dist.get_backend() == "nccl":
+            t = t.cuda()
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+        return float(t)
+
+    def reduce_gradients(self, model: nn.Module) -> None:
+        """Sum the gradients of every rank (each rank's loss is its share of the global mean)."""
+        if self.world > 1:
+            for p in model.parameters():
+                if p.grad is not None:
+                    dist.all_reduce(p.grad)
+
+    def broadcast(self, model: nn.Module) -> None:
+        """Rank 0's parameters and buffers on every rank."""
+        if self.world > 1:
+            for t in model.state_dict().values():
+                dist.broadcast(t, 0)
+
+    def barrier(self) -> None:
+        if self.world > 1:
+            dist.barrier()
+
+
+@contextlib.contextmanager
+def process_group(device: str) -> Iterator[tuple[Distributed, str]]:
+    """Join the process group that ``torchrun`` describes in the environment (gloo on CPU, NCCL on GPUs) and
+    leave it on exit: a process that ends still joined can abort while its gloo threads are torn down.
+    Yields this process's :class:`Distributed` and its device (``cuda`` becomes ``cuda:LOCAL_RANK``)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world == 1:
+        yield Distributed(), device
+        return
+    joined = not dist.is_initialized()
+    if joined:
+        dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
+    if device == "cuda":
+        device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
+    try:
+        yield Distributed(dist.get_rank(), dist.get_world_size()), device
+        dist.barrier()  # leave together: no rank closes its connections while another still writes
+    finally:
+        if joined:
+            dist.destroy_process_group()
