@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from mondeq.robustness import CertifiedLoss
-from mondeq.train import model_from_checkpoint
+from mondeq.training import model_from_checkpoint
 
 
 def main() -> None:

@@ -24,7 +24,7 @@ import matplotlib.pyplot as plt
 
 from mondeq.models import build_model
 from mondeq.presets import preset
-from mondeq.train import TrainConfig, train
+from mondeq.training import TrainConfig, train
 
 
 def _config(model: str, args: argparse.Namespace) -> TrainConfig:
