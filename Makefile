@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test test-kernels bench lint mutate clean
+.PHONY: demo test test-kernels bench docs lint mutate clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -37,9 +37,13 @@ bench: $(STAMP)  ## solver benchmark of the MNIST-sized fully connected model
 mutate: $(STAMP)  ## mutation testing of the core (hours; not part of CI): tools/mutate.sh, report in runs/mutation/
 	tools/mutate.sh
 
+docs: $(STAMP)  ## the documentation site in site/ (MkDocs; warnings are errors)
+	$(BIN)/pip install --quiet -e '.[docs]'
+	$(BIN)/mkdocs build --strict --quiet
+
 lint: $(STAMP)
 	$(BIN)/pip install --quiet ruff
 	$(BIN)/ruff check src tests benchmarks tools examples
 
 clean:
-	rm -rf $(VENV) runs .pytest_cache
+	rm -rf $(VENV) runs site .pytest_cache
