@@ -31,8 +31,10 @@ def _channels(text: str) -> int | list[int]:
 def _train_parser(sub: argparse._SubParsersAction) -> None:
     from .presets import PRESETS
     from .priors import PRIORS
+    from .robustness.lipschitz import NORMS
     from .solvers import SOLVERS
     from .training import TrainConfig
+    from .training.config import OPTIMIZERS, SCHEDULES
 
     d = TrainConfig()
     p = sub.add_parser("train", help="train a model and report test accuracy and solver statistics",
@@ -46,8 +48,8 @@ def _train_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, help=f"default {d.batch_size}")
     p.add_argument("--test-batch-size", type=int, help=f"default {d.test_batch_size}")
     p.add_argument("--lr", type=float, help=f"learning rate, the peak of a one-cycle schedule (default {d.lr})")
-    p.add_argument("--optimizer", choices=["adam", "sgd"], help=f"default {d.optimizer}")
-    p.add_argument("--schedule", choices=["step", "one-cycle"], help=f"learning-rate schedule (default {d.schedule})")
+    p.add_argument("--optimizer", choices=list(OPTIMIZERS), help=f"default {d.optimizer}")
+    p.add_argument("--schedule", choices=list(SCHEDULES), help=f"learning-rate schedule (default {d.schedule})")
     p.add_argument("--lr-step", type=int, help=f"epochs between step decays (default {d.lr_step})")
     p.add_argument("--lr-gamma", type=float, help=f"step decay factor (default {d.lr_gamma})")
     p.add_argument("--weight-decay", type=float, help=f"default {d.weight_decay}")
@@ -76,7 +78,7 @@ def _train_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--eval-max-iter", type=int, help="evaluation iteration limit (default: the training one)")
     p.add_argument("--lipschitz-reg", type=float,
                    help="NEMON: add λ × the ℓ∞ Lipschitz bound of the logits to the loss (default 0)")
-    p.add_argument("--certified-train", choices=["inf", "2"],
+    p.add_argument("--certified-train", choices=list(NORMS),
                    help="certified training: inf, the interval-bound loss (NEMON); 2, the Lipschitz-margin loss "
                         "(monDEQ, OptEq)")
     p.add_argument("--train-eps", type=float, help="the training radius on the pixel scale (with --certified-train)")
@@ -118,11 +120,13 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
 
 def _certify_parser(sub: argparse._SubParsersAction) -> None:
+    from .robustness.lipschitz import NORMS
+
     p = sub.add_parser("certify", help="certified accuracy from the model's Lipschitz bound")
     p.add_argument("--checkpoint", required=True, help="checkpoint.pt written by `mondeq train --out`")
     p.add_argument("--eps", type=float, action="append", required=True,
                    help="radius on the pixel scale [0, 1]; repeat for several")
-    p.add_argument("--norm", choices=["2", "inf"], default="2")
+    p.add_argument("--norm", choices=list(NORMS), default="2")
     p.add_argument("--dataset", default=None)
     p.add_argument("--data-dir", default=None)
     p.add_argument("--test-subset", type=int, default=None)

@@ -24,10 +24,13 @@ from torch import Tensor
 from ..errors import InputError
 from ..normalization import Normalization
 
+NORMS = ("2", "inf")
+"""The certificate norms of the input: ``"2"`` (ℓ2) and ``"inf"`` (ℓ∞)."""
+
 
 def check_norm(norm: str) -> None:
     """Refuse a certificate norm other than ``"2"`` and ``"inf"`` in one line."""
-    if norm not in ("2", "inf"):
+    if norm not in NORMS:
         raise InputError(f"the certificate norm must be 2 or inf, got {norm!r}")
 
 

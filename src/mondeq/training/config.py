@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -92,10 +93,10 @@ class TrainConfig:
         if self.certified_train is not None:
             CertifiedLoss(self.certified_train, self.train_eps, Normalization((0.0,), (1.0,)), self.eps_warmup,
                           self.eps_ramp, self.robust_mix)  # its one-line errors
-        if self.optimizer not in ("adam", "sgd"):
-            raise InputError(f"--optimizer must be adam or sgd, got {self.optimizer!r}")
-        if self.schedule not in ("step", "one-cycle"):
-            raise InputError(f"--schedule must be step or one-cycle, got {self.schedule!r}")
+        if self.optimizer not in OPTIMIZERS:
+            raise InputError(f"--optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
+        if self.schedule not in SCHEDULES:
+            raise InputError(f"--schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
         for name in ("eval_tol", "eval_alpha", "alpha"):
             if getattr(self, name) is not None and not getattr(self, name) > 0:
                 raise InputError(f"--{name.replace('_', '-')} must be > 0, got {getattr(self, name)}")
@@ -109,6 +110,36 @@ class TrainConfig:
             not torch.cuda.is_available() or (device.index or 0) >= torch.cuda.device_count()
         ):
             raise InputError(f"--device {self.device} was asked for but no such CUDA device is available")
+
+
+def _adam(params: Any, cfg: TrainConfig) -> torch.optim.Optimizer:
+    fused = torch.device(cfg.device).type in ("cpu", "cuda")
+    return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=fused)
+
+
+def _sgd(params: Any, cfg: TrainConfig) -> torch.optim.Optimizer:
+    return torch.optim.SGD(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+OPTIMIZERS: dict[str, Callable[[Any, TrainConfig], torch.optim.Optimizer]] = {"adam": _adam, "sgd": _sgd}
+"""``--optimizer`` name → the optimiser of a configuration's learning rate and weight decay."""
+
+Schedule = tuple[torch.optim.lr_scheduler.LRScheduler | None, str]
+
+
+def _step(optimizer: torch.optim.Optimizer, cfg: TrainConfig, steps: int) -> Schedule:
+    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, cfg.lr_step, cfg.lr_gamma) if cfg.lr_step else None
+    return scheduler, "epoch"
+
+
+def _one_cycle(optimizer: torch.optim.Optimizer, cfg: TrainConfig, steps: int) -> Schedule:
+    return torch.optim.lr_scheduler.OneCycleLR(optimizer, cfg.lr, total_steps=cfg.epochs * steps), "batch"
+
+
+SCHEDULES: dict[str, Callable[[torch.optim.Optimizer, TrainConfig, int], Schedule]] = {
+    "step": _step, "one-cycle": _one_cycle}
+"""``--schedule`` name → ``(scheduler, "epoch" | "batch")`` for an optimiser and ``steps`` batches an epoch; only
+``step`` schedules may grow their ``epochs`` on resume."""
 
 
 def build_from_config(cfg: TrainConfig, splits: Splits) -> nn.Module:

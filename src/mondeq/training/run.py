@@ -16,7 +16,7 @@ from ..data import Splits, download, load_dataset, random_crop_flip
 from ..errors import InputError
 from ..robustness import CertifiedLoss, LipschitzPenalty
 from .checkpoints import load_checkpoint, load_model_state
-from .config import TrainConfig, build_from_config, config_from_checkpoint
+from .config import OPTIMIZERS, SCHEDULES, TrainConfig, build_from_config, config_from_checkpoint
 from .distributed import process_group
 from .loop import Regularizer, cross_entropy, evaluate, fit, solver_name
 
@@ -58,18 +58,9 @@ def train(
             loss = CertifiedLoss(cfg.certified_train, cfg.train_eps, splits.normalization, cfg.eps_warmup,
                                  cfg.eps_ramp, cfg.robust_mix)
             loss.check(model)
-        optimizer: torch.optim.Optimizer
-        if cfg.optimizer == "sgd":
-            optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-        else:
-            optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay,
-                                         fused=torch.device(cfg.device).type in ("cpu", "cuda"))
+        optimizer = OPTIMIZERS[cfg.optimizer](model.parameters(), cfg)
         steps = -(-len(splits.train_labels) // cfg.batch_size)
-        scheduler: torch.optim.lr_scheduler.LRScheduler | None = None
-        if cfg.schedule == "one-cycle":  # stepped every batch
-            scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, cfg.lr, total_steps=cfg.epochs * steps)
-        elif cfg.lr_step:  # stepped every epoch
-            scheduler = torch.optim.lr_scheduler.StepLR(optimizer, cfg.lr_step, cfg.lr_gamma)
+        scheduler, per = SCHEDULES[cfg.schedule](optimizer, cfg, steps)
         if resume:
             _check_resume(cfg)
         augment = (functools.partial(_augment, pad=cfg.augment_pad, flip=cfg.augment_flip)
@@ -80,7 +71,7 @@ def train(
                 f"{len(splits.test_labels):,} test images, solver {solver_name(model)}")
         return fit(model, (splits.train_images, splits.train_labels), (splits.test_images, splits.test_labels),
                    epochs=cfg.epochs, optimizer=optimizer, scheduler=scheduler,
-                   schedule_per="batch" if cfg.schedule == "one-cycle" else "epoch", loss=loss,
+                   schedule_per=per, loss=loss,
                    regularizers=regularizers, prepare=splits.normalize, augment=augment,
                    batch_size=cfg.batch_size, test_batch_size=cfg.test_batch_size, seed=cfg.seed, out=cfg.out,
                    resume=resume, config=dataclasses.asdict(cfg), progress=progress, log=log)
