@@ -14,7 +14,7 @@ work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 cp -r "$root/src" "$root/tests" "$root/pyproject.toml" "$work/"
 if [ $# -eq 0 ]; then
-  set -- src/mondeq/solvers src/mondeq/operators src/mondeq/implicit.py src/mondeq/robustness.py
+  set -- src/mondeq/solvers src/mondeq/operators src/mondeq/implicit.py src/mondeq/robustness
 fi
 tests=${MUTATE_TESTS:-tests/test_activations.py tests/test_operators.py tests/test_solvers.py tests/test_anderson.py \
 tests/test_gradients.py tests/test_memory.py tests/test_conv.py tests/test_multitier.py tests/test_robustness.py}
