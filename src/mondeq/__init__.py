@@ -28,6 +28,8 @@ from .implicit import (
 from .layers import EquilibriumLayer
 from .models import (
     MODELS,
+    ComposedL2,
+    ComposedNemon,
     ConvMonDEQ,
     FCMonDEQ,
     MultiTierMonDEQ,
@@ -36,6 +38,7 @@ from .models import (
     OptEqConv,
     OptEqFC,
     build_model,
+    compose,
 )
 from .normalization import Normalization
 from .operators import (
@@ -82,6 +85,8 @@ __all__ = [
     "BackwardMethod",
     "BorderReLU",
     "Box",
+    "ComposedL2",
+    "ComposedNemon",
     "ConvMonDEQ",
     "ConvMonotone",
     "ConvNemon",
@@ -132,6 +137,7 @@ __all__ = [
     "UnsafeStepError",
     "WithPrior",
     "build_model",
+    "compose",
     "equilibrium",
     "get_activation",
     "make_solver",

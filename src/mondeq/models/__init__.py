@@ -10,6 +10,7 @@ from typing import Any
 from torch import nn
 
 from ..errors import InputError
+from .composed import ComposedL2, ComposedNemon, compose
 from .conv import ConvMonDEQ
 from .fc import FCMonDEQ
 from .multitier import MultiTierMonDEQ
@@ -70,5 +71,6 @@ def build_model(name: str, input_shape: tuple[int, ...], num_classes: int, **opt
     return cls(input_shape, num_classes, **options)
 
 
-__all__ = ["DESCRIPTIONS", "MODELS", "ConvMonDEQ", "FCMonDEQ", "MultiTierMonDEQ", "NemonConv", "NemonFC", "OptEqConv",
-           "OptEqFC", "build_model"]
+__all__ = ["DESCRIPTIONS", "MODELS", "ComposedL2", "ComposedNemon", "ConvMonDEQ",
+           "FCMonDEQ", "MultiTierMonDEQ", "NemonConv", "NemonFC", "OptEqConv",
+           "OptEqFC", "build_model", "compose"]

@@ -92,9 +92,14 @@ class L2Certified(ABC):
         raise InputError(self.interval_support() or "")
 
 
-class DenseL2Certified(L2Certified):
-    """An ℓ2-certified classifier with a dense ``W``: it also offers the interval bound whenever
+class DenseInterval(ABC):
+    """The interval bound of an ℓ2-certified classifier whose ``W`` is dense: offered whenever
     ``minΔ μ∞,Δ(W) < 1`` at its current parameters."""
+
+    mon: EquilibriumLayer
+    head: nn.Linear
+    readout_terms = 1
+    """Inputs summed by each output of the readout (its rounding bound)."""
 
     @abstractmethod
     def input_box(self, lo: Tensor, hi: Tensor) -> tuple[Tensor, Tensor]:
@@ -102,11 +107,13 @@ class DenseL2Certified(L2Certified):
 
     @abstractmethod
     def readout(self, z: Tensor) -> Tensor:
-        """The head's input (a slice of ``z``)."""
+        """The head's input (linear, non-negative entries)."""
 
     def _dense_w(self) -> Tensor:
         op = self.mon.operator.frozen()
-        assert isinstance(op, DenseFrozenOperator)
+        if not isinstance(op, DenseFrozenOperator):
+            raise InputError(f"no interval bound for {type(self).__name__} with {type(self.mon.operator).__name__}: "
+                             "the mixed-monotone embedding of an ℓ2 operator is only checked for dense W")
         return op.weight
 
     def interval_support(self) -> str | None:
@@ -120,7 +127,11 @@ class DenseL2Certified(L2Certified):
         """Sound lower bounds ``(B, K, K)`` of every logit difference over ``[lo, hi]`` (compute in float64);
         raises :class:`InputError` where :meth:`interval_support` says why not."""
         return enclosed_margins(embed_dense(self._dense_w()), self.mon.activation, *self.input_box(lo, hi),
-                                self.readout, 1, self.head)
+                                self.readout, self.readout_terms, self.head)
+
+
+class DenseL2Certified(DenseInterval, L2Certified):
+    """An ℓ2-certified classifier with a dense ``W`` and the interval bound where it exists."""
 
 
 def linear_input_box(linear: nn.Linear, lo: Tensor, hi: Tensor, extra: int = 0) -> tuple[Tensor, Tensor]:

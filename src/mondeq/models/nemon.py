@@ -33,9 +33,27 @@ from ..solvers import Solver
 from ..solvers.base import check_shape
 
 
-def _logit_bound(scaled: Tensor, state: Tensor, p: float) -> Tensor:
+def logit_bound(scaled: Tensor, state: Tensor, p: float) -> Tensor:
     """``‖CRΔ⁻¹‖∞`` (ℓp over the rows' sums for a finite ``p``) times the bound of ``z*``."""
     return torch.linalg.vector_norm(scaled.abs().sum(dim=1), ord=p) * state
+
+
+def nemon_lipschitz(
+    model: nn.Module, norm: str, normalization: Normalization, differentiable: bool = False
+) -> LipschitzBound:
+    """The ℓ∞ bounds of a NEMON classifier's ``linf_bound``, also for ``norm="2"`` (``‖δ‖∞ ≤ ‖δ‖₂``). Without
+    ``differentiable`` they are computed in float64 from the stored parameters, with ``μ`` the measure of the
+    matrix the solver applies (its frozen guarantee's, round-off included) where that is larger."""
+    check_norm(norm)
+    if differentiable:
+        total, pairs, state = model.linf_bound(normalization)  # type: ignore[operator]
+        return LipschitzBound(float(total.detach()), pairs, float(state.detach()))
+    twin = copy.deepcopy(model).double()
+    total, pairs, state = (t.detach() for t in twin.linf_bound(normalization))  # type: ignore[operator]
+    exact = float(twin.mon.operator.measure().detach())  # type: ignore[union-attr,operator]
+    applied = model.mon.operator.frozen().guarantee.mu  # type: ignore[union-attr,operator]
+    widen = (1.0 - exact) / (1.0 - max(applied, exact))
+    return LipschitzBound(float(total) * widen, pairs * widen, float(state) * widen)
 
 
 class _NemonClassifier(nn.Module, ABC):
@@ -51,18 +69,8 @@ class _NemonClassifier(nn.Module, ABC):
         """``R(z)``: the head's input (monotone and linear: identity or average pooling)."""
 
     def lipschitz(self, norm: str, normalization: Normalization, differentiable: bool = False) -> LipschitzBound:
-        """The ℓ∞ bounds of :meth:`linf_bound`, also for ``norm="2"`` (``‖δ‖∞ ≤ ‖δ‖₂``). Without
-        ``differentiable`` they are computed in float64 from the stored parameters, with ``μ`` the measure of
-        the matrix the solver applies (its frozen guarantee's, round-off included) where that is larger."""
-        check_norm(norm)
-        if differentiable:
-            total, pairs, state = self.linf_bound(normalization)
-            return LipschitzBound(float(total.detach()), pairs, float(state.detach()))
-        twin = copy.deepcopy(self).double()
-        total, pairs, state = (t.detach() for t in twin.linf_bound(normalization))
-        exact, applied = float(twin.mon.operator.measure().detach()), self.mon.operator.frozen().guarantee.mu
-        widen = (1.0 - exact) / (1.0 - max(applied, exact))
-        return LipschitzBound(float(total) * widen, pairs * widen, float(state) * widen)
+        """See :func:`nemon_lipschitz`."""
+        return nemon_lipschitz(self, norm, normalization, differentiable)
 
     def interval_support(self) -> str | None:
         return None
@@ -108,7 +116,7 @@ class _NemonClassifier(nn.Module, ABC):
 
     def linf_lipschitz(self, normalization: Normalization, p: float = math.inf) -> Tensor:
         """The ℓ∞ bound ``L`` of the logits alone (see :meth:`linf_bound`), without the pair bounds."""
-        return _logit_bound(*self._linf_parts(normalization, p), p)
+        return logit_bound(*self._linf_parts(normalization, p), p)
 
     def linf_bound(self, normalization: Normalization, p: float = math.inf) -> tuple[Tensor, Tensor, Tensor]:
         """``(L, Lₖₗ, ‖ΔU‖∞/(1 − μ))``: ℓ∞ bounds of the logits, of every logit difference, and of ``z*`` in
@@ -118,7 +126,7 @@ class _NemonClassifier(nn.Module, ABC):
         largest, gets a gradient; the regulariser's)."""
         scaled, state = self._linf_parts(normalization, p)
         pairs = (scaled[:, None, :] - scaled[None, :, :]).abs().sum(dim=2) * state
-        return _logit_bound(scaled, state, p), pairs, state
+        return logit_bound(scaled, state, p), pairs, state
 
 
 class NemonFC(_NemonClassifier):
