@@ -31,7 +31,21 @@ PREAMBLE = {  # what a page's fragment takes as given
 }
 
 
-@pytest.mark.parametrize("page", ["README.md", "docs/python-api.md", "docs/opteq.md", "docs/robustness.md"])
+RUN = ["README.md", "docs/python-api.md", "docs/opteq.md", "docs/robustness.md"]
+
+
+def test_every_python_block_is_run() -> None:
+    """A page's Python is run here (:data:`RUN`) or is an included example script, which its test runs."""
+    examples = (ROOT / "tests" / "test_examples.py").read_text()
+    for page in PAGES:
+        name = str(page.relative_to(ROOT))
+        for block in python_blocks(page):
+            included = re.fullmatch(r'--8<-- "examples/(\w+)\.py"\n', block)
+            assert name in RUN or (included and f'_load("{included[1]}")' in examples), \
+                f"{name} has a Python block that no test runs"
+
+
+@pytest.mark.parametrize("page", RUN)
 def test_code_blocks_run(page: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Each page's Python blocks run in order in one namespace (in a scratch folder: they may write runs/)."""
     blocks = python_blocks(ROOT / page)

@@ -14,6 +14,7 @@ import mondeq
 from mondeq.cli import main
 from mondeq.normalization import Normalization
 from mondeq.robustness import certified_radii
+from mondeq.training import certify_checkpoint
 
 PIXELS = Normalization((0.0,), (1.0,))
 
@@ -93,6 +94,15 @@ def test_certify_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
     assert r["lipschitz"] <= r_inf["lipschitz"] <= 28 * r["lipschitz"] * (1 + 1e-12)  # ‖A‖₂ ≤ ‖A‖∞→2 ≤ √784‖A‖₂
     assert main(["certify", "--checkpoint", str(out / "checkpoint.pt"), "--eps", "-1"]) == 2
     assert main(["certify", "--checkpoint", str(out / "checkpoint.pt"), "--eps", "0.1", "--max-iter", "0"]) == 2
+    assert main(["certify", "--checkpoint", str(out / "checkpoint.pt"), "--eps", "inf"]) == 2
+    assert main(["certify", "--checkpoint", str(out / "checkpoint.pt"), "--eps", "0.1", "--attack", "pgd",
+                 "--restarts", "0"]) == 2
+    capsys.readouterr()
+    # the same from Python, with a progress bar over the attacked batches (on stderr)
+    r_py = certify_checkpoint(out / "checkpoint.pt", [0.1, 1.0], test_subset=128, attack=True, attack_steps=2,
+                              progress=True)
+    assert r_py["results"][0]["certified_acc"] == pytest.approx(r["results"][1]["certified_acc"])
+    assert "certify" in capsys.readouterr().err
     # the attack never claims more than the certificate allows, nor more than the clean accuracy
     for norm, eps in (("2", ["0.5", "3"]), ("inf", ["0.02", "0.2"])):
         args = ["certify", "--checkpoint", str(out / "checkpoint.pt"), "--norm", norm, "--attack", "pgd",

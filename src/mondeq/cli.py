@@ -140,28 +140,20 @@ def _certify_parser(sub: argparse._SubParsersAction) -> None:
                                                            "from random points of the ball (default 1)")
     p.add_argument("--plot", default=None, help="write a PNG of certified (and attacked) accuracy against eps")
     p.add_argument("--device", default="cpu")
-    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--json", action="store_true", help="print one JSON object (no progress bar)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 def _cmd_certify(args: argparse.Namespace) -> int:
     import json
 
-    from .errors import InputError
-    from .robustness import certify, plot_certify
-    from .training import model_from_checkpoint
+    from .training import certify_checkpoint
 
-    if any(not e >= 0 for e in args.eps):
-        raise InputError(f"--eps must be ≥ 0, got {args.eps}")
-    if args.attack_steps < 1 or args.restarts < 1 or args.max_iter < 1:
-        raise InputError(f"--attack-steps, --restarts and --max-iter must be ≥ 1, got {args.attack_steps}, "
-                         f"{args.restarts}, {args.max_iter}")
-    model, splits, _ = model_from_checkpoint(args.checkpoint, dataset=args.dataset, data_dir=args.data_dir,
-                                             test_subset=args.test_subset, device=args.device, eval_tol=args.tol,
-                                             eval_max_iter=args.max_iter)
-    r = certify(model, splits.test_images, splits.test_labels, splits.normalization, args.eps, args.norm,
-                attack=args.attack == "pgd", attack_steps=args.attack_steps, restarts=args.restarts)
-    if args.plot:
-        plot_certify(r, args.plot)
+    r = certify_checkpoint(args.checkpoint, args.eps, args.norm, attack=args.attack == "pgd",
+                           attack_steps=args.attack_steps, restarts=args.restarts, tol=args.tol,
+                           max_iter=args.max_iter, plot=args.plot, progress=not (args.json or args.no_progress),
+                           dataset=args.dataset, data_dir=args.data_dir, test_subset=args.test_subset,
+                           device=args.device)
     if args.json:
         print(json.dumps(r))
         return 0

@@ -15,6 +15,7 @@ images are ``uint8`` or on the pixel scale ``[0, 1]``, mapped to the model's inp
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -80,41 +81,57 @@ def certify(
     attack: bool = False,
     attack_steps: int = 20,
     restarts: int = 1,
+    progress: bool = False,
 ) -> dict[str, Any]:
     """Clean accuracy, the Lipschitz bound, and per ``eps`` the certified accuracy (with the share of each
-    certificate) and, with ``attack``, the accuracy under PGD, on ``images`` (``uint8`` or pixel scale).
+    certificate) and, with ``attack``, the accuracy under PGD, on ``images`` (``uint8`` or pixel scale);
+    ``progress``: a bar over the batches of every ``eps``.
 
     ``eps`` and the bound are on the pixel scale. Logits come from the model's evaluation solver; solve it
     tightly for certificates. ``interval`` in the result is ``None`` where interval bounds were used, else why
     the model has none.
 
     Raises:
+        InputError: a negative or non-finite ``eps``, ``attack_steps`` or ``restarts`` below 1, bad shapes.
         CertificateError: an attack changed the prediction of a certified point.
     """
+    if not eps or any(not 0 <= e < math.inf for e in eps):
+        raise InputError(f"eps must be one or more finite radii ≥ 0, got {list(eps)}")
+    if attack_steps < 1 or restarts < 1 or batch_size < 1:
+        raise InputError(f"attack_steps, restarts and batch_size must be ≥ 1, got {attack_steps}, {restarts}, "
+                         f"{batch_size}")
     ok, radius, bound = certified_radius(model, images, labels, normalization, norm, batch_size)
     device = next(model.parameters()).device
     unsupported = _certifiable(model)[0].interval_support()
     twin = None if unsupported else _certifiable(copy.deepcopy(model).double().eval())[0]
+    batches = range(0, len(ok), batch_size)
+    from tqdm.auto import tqdm
+
+    passes = (sum(e > 0 for e in eps) if twin is not None else 0) + (len(eps) if attack else 0)
+    bar = tqdm(total=passes * len(batches), desc="certify", unit="batch", dynamic_ncols=True, disable=not progress)
     results = []
     for e in eps:
         by_lipschitz = ok & (radius > e)
         row: dict[str, Any] = {"eps": float(e), "lipschitz_certified_acc": float(by_lipschitz.double().mean())}
         certified = by_lipschitz
         if twin is not None and e > 0:
-            parts = [_interval_certified(twin, normalization.pixels(images[i : i + batch_size].to(device)),
-                                         labels[i : i + batch_size].to(device), normalization, e).cpu()
-                     for i in range(0, len(ok), batch_size)]
+            parts = []
+            for i in batches:
+                parts.append(_interval_certified(twin, normalization.pixels(images[i : i + batch_size].to(device)),
+                                                 labels[i : i + batch_size].to(device), normalization, e).cpu())
+                bar.update()
             by_interval = ok & torch.cat(parts)
             row["interval_certified_acc"] = float(by_interval.double().mean())
             certified = certified | by_interval
         row["certified_acc"] = float(certified.double().mean())
         if attack:
             survived = []
-            for i in range(0, len(ok), batch_size):
+            for i in batches:
                 batch = labels[i : i + batch_size].to(device)
                 adv = pgd(model, normalization, images[i : i + batch_size].to(device), batch, e, norm,
                           attack_steps, restarts)
                 survived.append((model(normalization(adv)).argmax(1) == batch).cpu())
+                bar.update()
             robust = ok & torch.cat(survived)
             broken = certified & ~robust
             if bool(broken.any()):
@@ -122,6 +139,7 @@ def certify(
                                        "the certificate is unsound")
             row["pgd_acc"] = float(robust.double().mean())
         results.append(row)
+    bar.close()
     return {"norm": norm, "n": len(ok), "clean_acc": float(ok.double().mean()), "lipschitz": bound.logits,
             "interval": unsupported, "results": results}
 

@@ -22,7 +22,7 @@ from .loop import (
     solver_name,
 )
 from .plots import plot_metrics
-from .run import evaluate_checkpoint, model_from_checkpoint, train
+from .run import certify_checkpoint, evaluate_checkpoint, model_from_checkpoint, train
 
 __all__ = [
     "Callback",
@@ -33,6 +33,7 @@ __all__ = [
     "StepInfo",
     "TrainConfig",
     "build_from_config",
+    "certify_checkpoint",
     "config_from_checkpoint",
     "cross_entropy",
     "equilibrium_layers",

@@ -14,7 +14,7 @@ from torch import nn
 
 from ..data import Splits, download, load_dataset, random_crop_flip
 from ..errors import InputError
-from ..robustness import CertifiedLoss, LipschitzPenalty
+from ..robustness import CertifiedLoss, LipschitzPenalty, certify, plot_certify
 from .checkpoints import load_checkpoint, load_model_state
 from .config import OPTIMIZERS, SCHEDULES, TrainConfig, build_from_config, config_from_checkpoint
 from .distributed import process_group
@@ -131,3 +131,31 @@ def evaluate_checkpoint(path: str | Path, **options: Any) -> dict:
     return {"model": cfg["model"], "dataset": cfg["dataset"], "epoch": ckpt["epoch"], "n": len(splits.test_labels),
             "test_acc": result["test_acc"], "test_loss": result["test_loss"],
             "fwd_iters": result["test_fwd_iters"]}
+
+
+def certify_checkpoint(
+    path: str | Path,
+    eps: Sequence[float],
+    norm: str = "2",
+    *,
+    attack: bool = False,
+    attack_steps: int = 20,
+    restarts: int = 1,
+    tol: float = 1e-5,
+    max_iter: int = 5000,
+    plot: str | Path | None = None,
+    progress: bool = False,
+    **options: Any,
+) -> dict:
+    """:func:`~mondeq.robustness.certify` of a saved model on its test split, its logits solved to ``tol``
+    within ``max_iter`` iterations (a solve stopped early stays sound: its error bound is larger); ``plot``
+    writes the PNG of :func:`~mondeq.robustness.plot_certify`. Options: see :func:`model_from_checkpoint`."""
+    if not (tol > 0 and max_iter >= 1):
+        raise InputError(f"certify needs tol > 0 and max_iter ≥ 1, got {tol:g}, {max_iter}")
+    model, splits, ckpt = model_from_checkpoint(path, eval_tol=tol, eval_max_iter=max_iter, **options)
+    result = certify(model, splits.test_images, splits.test_labels, splits.normalization, eps, norm,
+                     batch_size=ckpt["config"]["test_batch_size"], attack=attack, attack_steps=attack_steps,
+                     restarts=restarts, progress=progress)
+    if plot is not None:
+        plot_certify(result, plot)
+    return result
