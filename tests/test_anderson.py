@@ -186,3 +186,38 @@ def test_the_summable_bound_binds(monkeypatch: pytest.MonkeyPatch) -> None:
     assert binding > 0  # the bound, not only the monotone test, refused some extrapolations
     with pytest.raises(mondeq.InputError):
         Anderson(base, safeguard_scale=0.0)
+
+
+def test_the_least_squares_system_is_the_regularised_gram_matrix(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each extrapolation solves ``(G + λ·mean(diag G)·I) c = 𝟙`` per sample, ``G`` the Gram matrix of the kept
+    residuals (λ large enough that a wrong shift shows)."""
+    op, y = _dense_problem(12, 4, seed=5, scale=1.0, dtype=torch.float64)
+    lam = 0.1
+    systems, checked = [], 0
+    real_solve, original = torch.linalg.solve_ex, _AndersonIteration.step
+
+    def recording_solve(a, b):
+        systems.append(a.clone())
+        return real_solve(a, b)
+
+    def recording(self, x, check):
+        nonlocal checked
+        before = len(systems)
+        out = original(self, x, check)
+        if len(systems) > before:
+            k = min(self.count, self.cfg.memory)
+            gs = self.gs[:, :k].to(torch.float64)
+            gram = gs @ gs.transpose(1, 2)
+            shift = lam * gram.diagonal(dim1=1, dim2=2).mean(dim=1)
+            expected = gram + torch.diag_embed(shift[:, None].expand(-1, k))
+            torch.testing.assert_close(systems[-1], expected, rtol=1e-10, atol=1e-300)
+            checked += 1
+        return out
+
+    monkeypatch.setattr(torch.linalg, "solve_ex", recording_solve)
+    monkeypatch.setattr(_AndersonIteration, "step", recording)
+    sol = mondeq.solve(op, ReLU(), y, Anderson(ForwardBackward(tol=1e-9, max_iter=3000), regularization=lam))
+    assert sol.stats.converged and checked > 3
+    Anderson(ForwardBackward(), max_coefficient=0.5)  # any positive bound is valid
+    with pytest.raises(mondeq.InputError, match="max_coefficient > 0"):
+        Anderson(ForwardBackward(), max_coefficient=0.0)
