@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test test-kernels bench docs lint mutate clean
+.PHONY: demo test test-kernels bench docs lint typecheck mutate clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -44,6 +44,10 @@ docs: $(STAMP)  ## the documentation site in site/ (MkDocs; warnings are errors)
 lint: $(STAMP)
 	$(BIN)/pip install --quiet ruff
 	$(BIN)/ruff check src tests benchmarks tools examples
+
+typecheck: $(STAMP)  ## static types of the package (mypy, configured in pyproject.toml)
+	$(BIN)/pip install --quiet mypy
+	$(BIN)/mypy
 
 clean:
 	rm -rf $(VENV) runs site .pytest_cache

@@ -7,10 +7,11 @@ a shared, noisy machine; times are the smallest of a few medians.
 from __future__ import annotations
 
 import statistics
+import sys
 import time
 import warnings
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -90,8 +91,8 @@ def solver_table(model: nn.Module, x: Tensor, solvers: dict[str, Solver], reps: 
             rows[name] = {
                 "fwd_iters": fwd.stats.iterations,
                 "bwd_iters": bstats.iterations if bstats else 0,
-                "fwd_s": best_median(lambda s=solver: s.solve(op, act, y), reps),
-                "bwd_s": best_median(lambda s=solver, d=d: back.adjoint(op, d, g, s), reps),
+                "fwd_s": best_median(cast(Callable[[], Any], lambda s=solver: s.solve(op, act, y)), reps),
+                "bwd_s": best_median(cast(Callable[[], Any], lambda s=solver, d=d: back.adjoint(op, d, g, s)), reps),
             }
     first = next(iter(rows.values()))
     for r in rows.values():
@@ -138,3 +139,64 @@ def training_step(model: nn.Module, x: Tensor, labels: Tensor, reps: int) -> dic
     # forward + backward passes against as many bare products as their iterations
     out["passes_per_product"] = out["passes_s"] / (out["product_s"] * max(1, out["fwd_iters"] + out["bwd_iters"]))
     return out
+
+
+def peak_rss_mb() -> float | None:
+    """The process's peak resident memory in MB (``None`` where the platform does not say)."""
+    try:
+        import resource
+    except ImportError:
+        return None
+    kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return kb / 1024 if sys.platform != "darwin" else kb / 2**20
+
+
+def bench_model(
+    model: str = "fc",
+    dataset: str = "mnist-mini",
+    *,
+    batch_size: int = 128,
+    tol: float = 1e-4,
+    train_tol: float = 1e-2,
+    solvers: list[str] | None = None,
+    reps: int = 10,
+    device: str = "cpu",
+    seed: int = 0,
+) -> dict[str, Any]:
+    """``mondeq bench``: the :func:`solver_table` (at ``tol``) of the registry ``model`` on a batch of
+    ``dataset`` (real images for mnist-mini, else Gaussian inputs of its shape) for ``solvers`` (names of
+    :func:`default_solvers`; default the family's), its :func:`training_step` at ``train_tol`` with the family's
+    default solver, and the peak RSS; unknown names and solvers its operator has no proof for are refused."""
+    from .data import DATASETS, load_dataset
+    from .errors import InputError
+    from .models import build_model
+    from .solvers import default_solver, make_solver
+    from .training import TrainConfig
+
+    TrainConfig(device=device, batch_size=batch_size, tol=tol).validate()
+    if dataset not in DATASETS:
+        raise InputError(f"unknown dataset {dataset!r}; choose one of {sorted(DATASETS)}")
+    if reps < 1:
+        raise InputError(f"reps must be ≥ 1, got {reps}")
+    torch.manual_seed(seed)
+    info, dev = DATASETS[dataset], torch.device(device)
+    net = build_model(model, info.input_shape, info.num_classes).to(dev)
+    layer = single_layer(net)
+    layer.solver = make_solver(default_solver(layer.operator.guarantee_type), tol=train_tol)
+    known = default_solvers(tol)
+    names = solvers if solvers is not None else family_solvers(known, layer)
+    unknown = [s for s in names if s not in known]
+    if unknown or not names:
+        raise InputError(f"unknown solver(s) {unknown}; choose from {', '.join(known)}")
+    for s in names:
+        known[s].check(layer.operator.frozen(), layer.activation)
+    if dataset == "mnist-mini":
+        splits = load_dataset("mnist-mini", test_subset=batch_size, subset_seed=seed)
+        x, labels = splits.normalize(splits.test_images).to(dev), splits.test_labels.to(dev)
+    else:
+        x = torch.randn(batch_size, *info.input_shape, device=dev)
+        labels = torch.randint(0, info.num_classes, (batch_size,), device=dev)
+    rows = solver_table(net, x, {k: known[k] for k in names}, reps)
+    step = training_step(net, x, labels, reps)
+    return {"model": model, "dataset": dataset, "batch_size": batch_size, "tol": tol, "solvers": rows,
+            "training_step": step, "training_solver": layer.solver.name, "peak_rss_mb": peak_rss_mb()}

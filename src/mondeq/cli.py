@@ -194,63 +194,27 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
     import torch
 
-    from .bench import default_solvers, family_solvers, single_layer, solver_table, training_step
-    from .data import DATASETS, load_dataset
-    from .errors import InputError
-    from .models import build_model
-    from .solvers import default_solver, make_solver
-    from .training import TrainConfig
+    from .bench import bench_model
 
-    TrainConfig(device=args.device, batch_size=args.batch_size, tol=args.tol).validate()
-    if args.dataset not in DATASETS:
-        raise InputError(f"unknown dataset {args.dataset!r}; choose one of {sorted(DATASETS)}")
-    torch.manual_seed(args.seed)
-    info, device = DATASETS[args.dataset], torch.device(args.device)
-    model = build_model(args.model, info.input_shape, info.num_classes).to(device)
-    layer = single_layer(model)
-    layer.solver = make_solver(default_solver(layer.operator.guarantee_type), tol=args.train_tol)
-    known = default_solvers(args.tol)
-    names = [s.strip() for s in args.solvers.split(",") if s.strip()] if args.solvers else family_solvers(known, layer)
-    unknown = [s for s in names if s not in known]
-    if unknown or not names:
-        raise InputError(f"unknown solver(s) {unknown}; choose from {', '.join(known)}")
-    for s in names:
-        known[s].check(layer.operator.frozen(), layer.activation)
-    if args.dataset == "mnist-mini":
-        splits = load_dataset("mnist-mini", test_subset=args.batch_size, subset_seed=args.seed)
-        x, labels = splits.normalize(splits.test_images).to(device), splits.test_labels.to(device)
-    else:
-        x = torch.randn(args.batch_size, *info.input_shape, device=device)
-        labels = torch.randint(0, info.num_classes, (args.batch_size,), device=device)
-    rows = solver_table(model, x, {k: known[k] for k in names}, args.reps)
-    step = training_step(model, x, labels, args.reps)
+    names = [s.strip() for s in args.solvers.split(",") if s.strip()] if args.solvers else None
+    r = bench_model(args.model, args.dataset, batch_size=args.batch_size, tol=args.tol, train_tol=args.train_tol,
+                    solvers=names, reps=args.reps, device=args.device, seed=args.seed)
     if args.json:
-        print(json.dumps({"model": args.model, "dataset": args.dataset, "batch_size": args.batch_size,
-                          "tol": args.tol, "solvers": rows, "training_step": step,
-                          "peak_rss_mb": peak_rss_mb()}))
+        print(json.dumps(r))
         return 0
+    rows, step = r["solvers"], r["training_step"]
     print(f"{args.model} on {args.dataset}-shaped input, batch {args.batch_size}, {torch.get_num_threads()} "
-          f"threads; solves at tol {args.tol:g}, times as ratios to {names[0]} (same run)")
+          f"threads; solves at tol {args.tol:g}, times as ratios to {next(iter(rows))} (same run)")
     print(f"{'solver':<14}{'fwd it':>7}{'bwd it':>7}{'fwd ms':>10}{'bwd ms':>10}{'fwd ×':>8}{'bwd ×':>8}")
-    for name, r in rows.items():
-        print(f"{name:<14}{r['fwd_iters']:>7}{r['bwd_iters']:>7}{1e3 * r['fwd_s']:>10.3f}{1e3 * r['bwd_s']:>10.3f}"
-              f"{r['fwd_ratio']:>8.2f}{r['bwd_ratio']:>8.2f}")
-    print(f"training step at tol {args.train_tol:g} ({layer.solver.name}): {1e3 * step['step_s']:.3f} ms "
+    for name, row in rows.items():
+        print(f"{name:<14}{row['fwd_iters']:>7}{row['bwd_iters']:>7}{1e3 * row['fwd_s']:>10.3f}"
+              f"{1e3 * row['bwd_s']:>10.3f}{row['fwd_ratio']:>8.2f}{row['bwd_ratio']:>8.2f}")
+    print(f"training step at tol {args.train_tol:g} ({r['training_solver']}): {1e3 * step['step_s']:.3f} ms "
           f"({1e3 * step['passes_s']:.3f} ms forward + backward; {step['fwd_iters']} / {step['bwd_iters']} "
           f"iterations); building the resolvent after an update: {1e3 * step['build_s']:.3f} ms "
           f"({100 * step['build_share']:.1f}% of the step); the passes cost {step['passes_per_product']:.2f} × "
           f"one product σ(Wz + y) ({1e3 * step['product_s']:.3f} ms) per iteration")
     return 0
-
-
-def peak_rss_mb() -> float | None:
-    """The process's peak resident memory in MB (``None`` where the platform does not say)."""
-    try:
-        import resource
-    except ImportError:
-        return None
-    kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return kb / 1024 if sys.platform != "darwin" else kb / 2**20
 
 
 def _cmd_train(args: argparse.Namespace) -> int:

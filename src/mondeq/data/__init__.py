@@ -13,6 +13,7 @@ import pickle
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -195,7 +196,7 @@ def _load_svhn(root: Path) -> dict[str, np.ndarray]:
         from scipy.io import loadmat
     except ImportError:
         raise InputError("reading SVHN needs scipy: pip install scipy") from None
-    out = {}
+    out: dict[str, np.ndarray] = {}
     for split, n in zip(("train", "test"), names, strict=True):
         try:
             mat = loadmat(folder / n)
@@ -261,7 +262,7 @@ def download(name: str, data_dir: str | Path, base_url: str | None = None) -> Pa
             raise InputError(f"cannot download {url}: {e}") from None
         if file.endswith(".tar.gz"):
             with tarfile.open(target) as archive:
-                safe = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
+                safe: dict[str, Any] = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
                 archive.extractall(folder, **safe)
             target.unlink()
     return folder

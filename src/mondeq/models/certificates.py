@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -78,7 +79,7 @@ class L2Certified(ABC):
         of the head and the input map, the Lipschitz-margin loss's; ``m`` is a constant of the step)."""
         check_norm(norm)
         l2, inf_to_2 = self.input_norms(normalization, differentiable)
-        state = (l2 if norm == "2" else inf_to_2) / self.mon.operator.m
+        state = (l2 if norm == "2" else inf_to_2) / cast(float, self.mon.operator.m)  # ℓ2 operators have an m
         c = _weight(self.head.weight, differentiable)
         factor = self.readout_scale * float(state.detach())
         total = float(torch.linalg.matrix_norm(c.detach().double(), ord=2)) * factor

@@ -10,6 +10,7 @@ average-pools 4 × 4. Reference sizes: MNIST 56 channels (84,460 parameters), CI
 from __future__ import annotations
 
 import math
+from typing import cast
 
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -85,5 +86,6 @@ class ConvMonDEQ(L2Certified, nn.Module):
 
     def input_norms(self, normalization: Normalization, differentiable: bool = False) -> tuple[Tensor, Tensor]:
         """Zero padding of the input is an isometry, the convolution is circular."""
-        return circular_conv_input_norms(self.mon.input_map.weight, self.mon.operator.size,
+        conv, operator = cast(nn.Conv2d, self.mon.input_map), cast(ConvMonotone, self.mon.operator)
+        return circular_conv_input_norms(conv.weight, operator.size,
                                          math.prod(self.input_shape), normalization, differentiable)

@@ -7,6 +7,7 @@ parameters.
 from __future__ import annotations
 
 import math
+from typing import cast
 
 from torch import Tensor, nn
 
@@ -64,10 +65,10 @@ class FCMonDEQ(DenseL2Certified, nn.Module):
         return self.head(self.mon(x.flatten(1)))
 
     def input_norms(self, normalization: Normalization, differentiable: bool = False) -> tuple[Tensor, Tensor]:
-        return dense_input_norms(self.mon.input_map.weight, normalization, differentiable)
+        return dense_input_norms(cast(nn.Linear, self.mon.input_map).weight, normalization, differentiable)
 
     def input_box(self, lo: Tensor, hi: Tensor) -> tuple[Tensor, Tensor]:
-        return linear_input_box(self.mon.input_map, lo, hi)
+        return linear_input_box(cast(nn.Linear, self.mon.input_map), lo, hi)
 
     def readout(self, z: Tensor) -> Tensor:
         return z

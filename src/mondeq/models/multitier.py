@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import cast
 
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -93,5 +94,6 @@ class MultiTierMonDEQ(L2Certified, nn.Module):
 
     def input_norms(self, normalization: Normalization, differentiable: bool = False) -> tuple[Tensor, Tensor]:
         """Of the input convolution into the first tier."""
-        return circular_conv_input_norms(self.mon.input_map.conv.weight, self.mon.operator.size,
+        first, operator = cast(FirstTierInput, self.mon.input_map), cast(MultiTierMonotone, self.mon.operator)
+        return circular_conv_input_norms(first.conv.weight, operator.size,
                                          math.prod(self.input_shape), normalization, differentiable)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import copy
 import math
 from abc import ABC, abstractmethod
+from typing import cast
 
 import torch
 from torch import Tensor, nn
@@ -173,7 +174,8 @@ class NemonFC(_NemonClassifier):
         return x.flatten(1)
 
     def _input_rows(self, inverse_std: Tensor) -> Tensor:
-        u = self.mon.input_map.weight  # features in channel-first order: each channel's block has its std
+        # features in channel-first order: each channel's block has its std
+        u = cast(nn.Linear, self.mon.input_map).weight
         return (u.abs() * inverse_std.repeat_interleave(u.shape[1] // inverse_std.numel())).sum(dim=1)
 
     def _head_columns(self) -> tuple[Tensor, Tensor]:
@@ -235,7 +237,8 @@ class NemonConv(_NemonClassifier):
         return torch.nn.functional.avg_pool2d(z, self.pool).flatten(1)
 
     def _input_rows(self, inverse_std: Tensor) -> Tensor:
-        u = self.mon.input_map.weight  # (channels, c_in, k, k); zero padding: interior rows have every tap
+        # (channels, c_in, k, k); zero padding: interior rows have every tap
+        u = cast(nn.Conv2d, self.mon.input_map).weight
         return (u.abs().sum(dim=(2, 3)) * inverse_std.expand(u.shape[1])).sum(dim=1)
 
     def _head_columns(self) -> tuple[Tensor, Tensor]:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -129,10 +130,12 @@ class OptEqFC(DenseL2Certified, _OptEqClassifier):
         return self.head(self.readout(self.mon(self._prepare(x))))
 
     def input_norms(self, normalization: Normalization, differentiable: bool = False) -> tuple[Tensor, Tensor]:
-        return dense_input_norms(self.mon.input_map.input_map.weight, normalization, differentiable)
+        first = cast(FirstBlockInput, self.mon.input_map)
+        return dense_input_norms(cast(nn.Linear, first.input_map).weight, normalization, differentiable)
 
     def input_box(self, lo: Tensor, hi: Tensor) -> tuple[Tensor, Tensor]:
-        return linear_input_box(self.mon.input_map.input_map, lo, hi, self.mon.input_map.extra)
+        first = cast(FirstBlockInput, self.mon.input_map)
+        return linear_input_box(cast(nn.Linear, first.input_map), lo, hi, first.extra)
 
     def readout(self, z: Tensor) -> Tensor:
         return z[:, -self.last :]
@@ -204,5 +207,6 @@ class OptEqConv(L2Certified, _OptEqClassifier):
 
     def input_norms(self, normalization: Normalization, differentiable: bool = False) -> tuple[Tensor, Tensor]:
         """Zero padding of the input is an isometry, the convolution is circular."""
-        return circular_conv_input_norms(self.mon.input_map.input_map.weight, self.mon.operator.size,
+        conv = cast(nn.Conv2d, cast(FirstBlockInput, self.mon.input_map).input_map)
+        return circular_conv_input_norms(conv.weight, cast(ConvOptEq, self.mon.operator).size,
                                          math.prod(self.input_shape), normalization, differentiable)

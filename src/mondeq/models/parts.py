@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import Protocol, cast
 
 import torch
 import torch.nn.functional as F
@@ -38,6 +39,16 @@ LAYOUT = (nn.Flatten, nn.Identity, nn.ZeroPad2d)
 POOLS = (nn.MaxPool2d, nn.AvgPool2d)
 
 
+class _BatchNormStats(Protocol):
+    """The attributes of a batch norm with running statistics (its buffers and parameters, to the type checker)."""
+
+    running_mean: Tensor
+    running_var: Tensor
+    weight: Tensor | None
+    bias: Tensor | None
+    eps: float
+
+
 def _pair(v: int | tuple[int, ...]) -> tuple[int, int]:
     return (v, v) if isinstance(v, int) else (int(v[0]), int(v[1]))
 
@@ -46,7 +57,7 @@ def _check_conv(conv: nn.Conv2d) -> None:
     k = _pair(conv.kernel_size)
     ok = conv.groups == 1 and _pair(conv.dilation) == (1, 1) and k[0] == k[1] and isinstance(conv.padding, tuple)
     if conv.padding_mode == "circular":
-        ok = ok and k[0] % 2 == 1 and _pair(conv.padding) == (k[0] // 2,) * 2
+        ok = ok and k[0] % 2 == 1 and _pair(cast(tuple[int, ...], conv.padding)) == (k[0] // 2,) * 2
     elif conv.padding_mode != "zeros":
         ok = False
     if not ok:
@@ -54,7 +65,7 @@ def _check_conv(conv: nn.Conv2d) -> None:
                          "zero padding (or circular padding of kernel_size // 2, odd kernel)")
 
 
-def _check_pool(pool: nn.Module) -> None:
+def _check_pool(pool: nn.MaxPool2d | nn.AvgPool2d) -> None:
     if _pair(pool.padding) != (0, 0) or pool.ceil_mode or _pair(getattr(pool, "dilation", 1)) != (1, 1):
         raise InputError(f"no known norm for {pool}: pooling needs padding 0, dilation 1 and no ceil_mode")
 
@@ -78,8 +89,9 @@ def check_part(part: nn.Module) -> None:
 
 def _bn_scale(bn: nn.Module) -> Tensor:
     """``γ/√(var + eps)`` per channel of a batch norm's evaluation map."""
-    scale = torch.rsqrt(bn.running_var + bn.eps)
-    return scale * bn.weight if bn.weight is not None else scale
+    stats = cast(_BatchNormStats, bn)
+    scale = torch.rsqrt(stats.running_var + stats.eps)
+    return scale * stats.weight if stats.weight is not None else scale
 
 
 def _channel_view(values: Tensor, like: Tensor) -> Tensor:
@@ -97,7 +109,7 @@ def abs_map(part: nn.Module) -> Callable[[Tensor], Tensor]:
         return lambda x: F.linear(x, part.weight.abs())
     if isinstance(part, nn.Conv2d):
         if part.padding_mode == "circular":
-            p = _pair(part.padding)
+            p = _pair(cast(tuple[int, ...], part.padding))
             return lambda x: F.conv2d(F.pad(x, (p[1], p[1], p[0], p[0]), mode="circular"), part.weight.abs(),
                                       stride=part.stride)
         return lambda x: F.conv2d(x, part.weight.abs(), stride=part.stride, padding=part.padding)
@@ -129,7 +141,7 @@ def affine_l2(part: nn.Module, scale: Tensor, shape: tuple[int, ...]) -> Tensor:
         return torch.linalg.matrix_norm(part.weight * scale.flatten()[None, :], ord=2)
     if isinstance(part, nn.Conv2d):
         k = part.weight * _channel_max(scale).view(1, -1, 1, 1)
-        p = (0, 0) if part.padding_mode == "circular" else _pair(part.padding)
+        p = (0, 0) if part.padding_mode == "circular" else _pair(cast(tuple[int, ...], part.padding))
         grid = (shape[1] + 2 * p[0], shape[2] + 2 * p[1])
         return torch.linalg.matrix_norm(kernel_spectrum(k, grid), ord=2).max()
     return affine_rows(part, scale).max()
@@ -154,7 +166,9 @@ def lipschitz_constant(part: nn.Module, norm: str) -> float:
 
 def _bn_eval(bn: nn.Module) -> Callable[[Tensor], Tensor]:
     """A batch norm's evaluation map (its running statistics, whatever its mode; nothing updated)."""
-    return lambda x: F.batch_norm(x, bn.running_mean, bn.running_var, bn.weight, bn.bias, False, 0.0, bn.eps)
+    stats = cast(_BatchNormStats, bn)
+    return lambda x: F.batch_norm(x, stats.running_mean, stats.running_var, stats.weight, stats.bias, False, 0.0,
+                                  stats.eps)
 
 
 def part_box(part: nn.Module, lo: Tensor, hi: Tensor) -> tuple[Tensor, Tensor]:

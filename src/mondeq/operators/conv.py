@@ -17,6 +17,7 @@ import functools
 import math
 from collections.abc import Callable, Sequence
 from functools import cached_property
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -220,7 +221,7 @@ class ConvMonotone(MonotoneOperator):
         self.channels, self.size, self.kernel_size = int(channels), (int(size[0]), int(size[1])), kernel_size
         if kernel_size > min(self.size):
             raise InputError(f"a {kernel_size}×{kernel_size} kernel does not fit a {size} image")
-        kw = {"dtype": dtype, "device": device}
+        kw: dict[str, Any] = {"dtype": dtype, "device": device}
         shape = (channels, channels, kernel_size, kernel_size)
         bound = 1.0 / math.sqrt(channels * kernel_size**2)
         self.A = nn.Parameter(torch.empty(shape, **kw).uniform_(-bound, bound))

@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Sequence
+from typing import Any, cast
 
 import torch
 from torch import Tensor, nn
@@ -63,7 +64,7 @@ class DenseFrozenOperator(FrozenOperator):
         if (m is None) == (guarantee is None):
             raise InputError("DenseFrozenOperator takes either m or a guarantee")
         if guarantee is None:
-            guarantee = StronglyMonotone(float(m), functools.partial(_norm_I_minus_W, weight))  # no cycle
+            guarantee = StronglyMonotone(float(cast(float, m)), functools.partial(_norm_I_minus_W, weight))  # no cycle
         super().__init__(guarantee, (weight.shape[0],), weight.dtype, weight.device)
         self.weight = weight
         self._weight_t = weight.T
@@ -102,7 +103,7 @@ class DenseMonotone(MonotoneOperator):
         self.n = int(n)
         self.normalized = bool(normalized)
         bound = 1.0 / math.sqrt(n)
-        kw = {"dtype": dtype, "device": device}
+        kw: dict[str, Any] = {"dtype": dtype, "device": device}
         self.A = nn.Parameter(torch.empty(n, n, **kw).uniform_(-bound, bound))
         self.B = nn.Parameter(torch.empty(n, n, **kw).uniform_(-bound, bound))
         if normalized:  # g = softplus(ĝ) starts at 1

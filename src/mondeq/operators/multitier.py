@@ -29,6 +29,7 @@ import functools
 import math
 from collections.abc import Sequence
 from functools import cached_property
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -343,7 +344,9 @@ class MultiTierMonotone(MonotoneOperator):
         device: torch.device | str | None = None,
     ) -> None:
         super().__init__(m)
-        self.channels, self.size, self.kernel_size = [int(c) for c in channels], tuple(size), kernel_size
+        self.channels, self.size, self.kernel_size = (
+            [int(c) for c in channels], cast(tuple[int, int], tuple(size)), kernel_size
+        )
         levels = len(self.channels)
         if levels < 2 or min(self.channels) < 1 or kernel_size % 2 == 0:
             raise InputError(f"need ≥ 2 tiers of ≥ 1 channel and an odd kernel, got {channels}, {kernel_size}")
@@ -351,7 +354,7 @@ class MultiTierMonotone(MonotoneOperator):
             raise InputError(f"image size {tuple(size)} is not divisible by 2^{levels - 1} for {levels} tiers")
         if kernel_size > min(self.size) >> (levels - 1):
             raise InputError(f"a {kernel_size}×{kernel_size} kernel does not fit the last tier")
-        kw = {"dtype": dtype, "device": device}
+        kw: dict[str, Any] = {"dtype": dtype, "device": device}
 
         def kernel(c_out: int, c_in: int) -> nn.Parameter:
             bound = 1.0 / math.sqrt(c_in * kernel_size**2)
@@ -420,7 +423,7 @@ class MultiTierMonotone(MonotoneOperator):
         with torch.enable_grad():
             leaves = [t.detach().requires_grad_(n) for t, n in zip(tensors, need, strict=True)]
             mats = self._kernels(leaves).spectral(self.m, tiers)
-            objective = sum((mat * p).sum().real for mat, p in zip(mats, ps, strict=True))
+            objective = cast(Tensor, sum((mat * p).sum().real for mat, p in zip(mats, ps, strict=True)))
             found = torch.autograd.grad(objective, [leaves[i] for i in wanted])
         for i, g in zip(wanted, found, strict=True):
             grads[i] = g

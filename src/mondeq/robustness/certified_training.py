@@ -17,6 +17,7 @@ from 1 to ``mix``. ``ε`` is on the pixel scale; the ball is cut to ``[0, 1]`` a
 from __future__ import annotations
 
 import math
+from typing import Protocol, cast
 
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -24,6 +25,12 @@ from torch import Tensor, nn
 from ..errors import InputError
 from ..normalization import Normalization
 from .lipschitz import Certifiable
+
+
+class _LinfLipschitz(Protocol):
+    """A model with an ℓ∞ Lipschitz bound of its logits (NEMON)."""
+
+    def linf_lipschitz(self, normalization: Normalization, p: float = ...) -> Tensor: ...
 
 
 class LipschitzPenalty:
@@ -42,7 +49,7 @@ class LipschitzPenalty:
     def __call__(self, model: nn.Module) -> Tensor:
         if not hasattr(model, "linf_lipschitz"):
             raise InputError(f"--lipschitz-reg needs a NEMON model (an ℓ∞ bound), not {type(model).__name__}")
-        return self.weight * model.linf_lipschitz(self.normalization, self.p)
+        return self.weight * cast(_LinfLipschitz, model).linf_lipschitz(self.normalization, self.p)
 
 
 class CertifiedLoss:

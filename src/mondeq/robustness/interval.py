@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -39,6 +39,9 @@ from ..operators.base import FrozenOperator, TrainableOperator
 from ..operators.dense import DenseFrozenOperator
 from ..operators.guarantees import LinfContractive
 from ..operators.nemon import ConvNemon, ConvNemonFrozenOperator, DenseNemon, conv_guarantee, dense_guarantee
+
+if TYPE_CHECKING:
+    from ..layers import EquilibriumLayer
 
 
 def _split_dense(w: Tensor) -> Tensor:
@@ -225,7 +228,7 @@ def enclose(
 
 
 def interval_equilibrium(
-    layer: nn.Module, y_lo: Tensor, y_hi: Tensor
+    layer: EquilibriumLayer, y_lo: Tensor, y_hi: Tensor
 ) -> tuple[Tensor, Tensor]:
     """``(z̲, z̄)``, the embedded equilibrium of an equilibrium layer over ``y ∈ [y_lo, y_hi]``, differentiable
     (the layer's solver and backward on the embedded operator): the bound certified training minimises."""

@@ -48,6 +48,8 @@ _TINY = torch.finfo(torch.float64).tiny
 
 
 class _AndersonIteration(Iteration):
+    x0: Tensor
+
     def __init__(self, base: Iteration, cfg: Anderson, norm: Callable[[Tensor], Tensor]) -> None:
         self.base, self.cfg, self.norm = base, cfg, norm
         self.x0, self.alpha = base.x0, base.alpha

@@ -19,7 +19,7 @@ import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 from torch import Tensor
@@ -109,7 +109,11 @@ class Iteration(ABC):
     it returned before.
     """
 
-    x0: Tensor
+    if TYPE_CHECKING:  # read-only: iterations may make x₀ on request (a property) or hold it (an attribute)
+
+        @property
+        def x0(self) -> Tensor: ...
+
     alpha: float
     exact_pre_activation: bool = True
     """Whether the pre-activations ``step`` returns are exact products (not estimates)."""

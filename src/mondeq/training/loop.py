@@ -167,7 +167,7 @@ def evaluate(
     model.eval()
     loss = correct = n = 0.0
     tally = _SolveTally()
-    batches = 0
+    batches: float = 0  # a count, then the sum over the ranks
     with _tallied_warnings():
         for images, labels in _batches(data, batch_size):
             n += len(labels)

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 
-def plot_metrics(history: list[dict], path: Path, traces: list[tuple] = ()) -> None:
+def plot_metrics(history: list[dict], path: Path, traces: Sequence[tuple] = ()) -> None:
     """Accuracy, loss and solver iterations per epoch, and the residual of one evaluation solve (``traces``),
     as one PNG, replaced atomically. Test curves are drawn where the history has them."""
     import matplotlib

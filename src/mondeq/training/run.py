@@ -18,7 +18,7 @@ from ..robustness import CertifiedLoss, LipschitzPenalty, certify, plot_certify
 from .checkpoints import load_checkpoint, load_model_state
 from .config import OPTIMIZERS, SCHEDULES, TrainConfig, build_from_config, config_from_checkpoint
 from .distributed import process_group
-from .loop import Regularizer, cross_entropy, evaluate, fit, solver_name
+from .loop import Objective, Regularizer, cross_entropy, evaluate, fit, solver_name
 
 
 def train(
@@ -53,11 +53,12 @@ def train(
         if cfg.lipschitz_reg > 0:
             regularizers = [*regularizers, LipschitzPenalty(cfg.lipschitz_reg, splits.normalization)]
             regularizers[-1](model)  # a model without an ℓ∞ bound fails here, before any training
-        loss = cross_entropy
+        loss: Objective = cross_entropy
         if cfg.certified_train is not None:
-            loss = CertifiedLoss(cfg.certified_train, cfg.train_eps, splits.normalization, cfg.eps_warmup,
-                                 cfg.eps_ramp, cfg.robust_mix)
-            loss.check(model)
+            certified = CertifiedLoss(cfg.certified_train, cfg.train_eps, splits.normalization, cfg.eps_warmup,
+                                      cfg.eps_ramp, cfg.robust_mix)
+            certified.check(model)
+            loss = certified
         optimizer = OPTIMIZERS[cfg.optimizer](model.parameters(), cfg)
         steps = -(-len(splits.train_labels) // cfg.batch_size)
         scheduler, per = SCHEDULES[cfg.schedule](optimizer, cfg, steps)
