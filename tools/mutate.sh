@@ -2,12 +2,14 @@
 # Mutation testing of the core with cosmic-ray (a development tool: not part of CI).
 #
 #   tools/mutate.sh [MODULE …]        default: the solvers, operators, implicit differentiation, robustness
-#   MUTATE_TESTS="tests/test_x.py …"  the tests each mutant runs (default: the numerical and robustness tests)
+#   MUTATE_TESTS="tests/test_x.py …"  the tests every mutant runs (default: the tests of the mutated file, from
+#                                     the map below: each mutant runs only the files that exercise its module)
 #   MUTATE_SAMPLE=N [MUTATE_SEED=S]   run a uniform random sample of N mutants (an estimate of the score in
 #                                     hours instead of days; the report says how many were drawn of how many)
 #
-# cosmic-ray edits the files it mutates, so it works on a throwaway copy of src/ and tests/; the session
-# database and the report land in runs/mutation/ (report.txt lists every surviving mutant).
+# cosmic-ray edits the files it mutates, so it works on a throwaway copy of src/ and tests/ (and finds the
+# mutated file by comparing the copy with a pristine one); the session database and the report land in
+# runs/mutation/ (report.txt lists every surviving mutant with its diff).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 py=$root/.venv/bin
@@ -18,15 +20,36 @@ cp -r "$root/src" "$root/tests" "$root/pyproject.toml" "$work/"
 if [ $# -eq 0 ]; then
   set -- src/mondeq/solvers src/mondeq/operators src/mondeq/implicit.py src/mondeq/robustness
 fi
-tests=${MUTATE_TESTS:-tests/test_activations.py tests/test_operators.py tests/test_solvers.py tests/test_anderson.py \
-tests/test_gradients.py tests/test_memory.py tests/test_conv.py tests/test_multitier.py tests/test_robustness.py}
+cp -r "$root/src" "$work/pristine"
+# the tests of each module, cheapest first (pytest -x stops at the first failure)
+cat > "$work/select-tests" <<'SEL'
+#!/usr/bin/env bash
+set -euo pipefail
+cd "$(dirname "$0")"
+if [ -n "${MUTATE_TESTS:-}" ]; then exec "$PY" -m pytest -x -q -p no:cacheprovider -p no:randomly $MUTATE_TESTS; fi
+changed=$(diff -rq -x __pycache__ src pristine | awk '{print $2}' || true)
+case "$changed" in
+  src/mondeq/solvers/*) t="operators solvers anderson memory gradients nemon opteq conv multitier" ;;
+  src/mondeq/operators/conv.py) t="operators conv robustness gradients" ;;
+  src/mondeq/operators/multitier.py) t="operators multitier robustness" ;;
+  src/mondeq/operators/nemon.py) t="operators nemon interval" ;;
+  src/mondeq/operators/opteq.py) t="operators opteq robustness" ;;
+  src/mondeq/operators/*) t="operators solvers gradients nemon opteq conv robustness" ;;
+  src/mondeq/implicit.py) t="memory gradients nemon opteq conv multitier" ;;
+  src/mondeq/robustness/*) t="robustness interval nemon opteq certified_training composed" ;;
+  *) t="activations operators solvers anderson memory gradients nemon opteq conv multitier robustness interval \
+certified_training composed" ;;
+esac
+exec "$PY" -m pytest -x -q -p no:cacheprovider -p no:randomly $(printf 'tests/test_%s.py ' $t)
+SEL
+chmod +x "$work/select-tests"
 modules=$(printf '"%s", ' "$@")
 cat > "$work/cr.toml" <<CONF
 [cosmic-ray]
 module-path = [${modules%, }]
 timeout = 600.0
 excluded-modules = []
-test-command = "$py/python -m pytest -x -q -p no:cacheprovider -p no:randomly $tests"
+test-command = "$work/select-tests"
 
 [cosmic-ray.distributor]
 name = "local"
@@ -34,8 +57,8 @@ CONF
 out=$root/runs/mutation
 mkdir -p "$out"
 cd "$work"
-export PYTHONPATH=$work/src
-"$py/cosmic-ray" init cr.toml "$out/session.sqlite"
+export PYTHONPATH=$work/src PY=$py/python MUTATE_TESTS=${MUTATE_TESTS:-}
+"$py/cosmic-ray" init --force cr.toml "$out/session.sqlite"
 if [ -n "${MUTATE_SAMPLE:-}" ]; then  # keep a random sample of the work items, drop the rest
   "$py/python" - "$out/session.sqlite" "$MUTATE_SAMPLE" "${MUTATE_SEED:-0}" <<'PY'
 import random, sqlite3, sys
