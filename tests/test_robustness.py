@@ -157,8 +157,8 @@ def trained_fc(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.mark.parametrize("norm", ["2", "inf"])
 def test_no_attack_breaks_a_certified_point(norm: str, trained_fc: Path) -> None:
     """Point by point, at a radius where a good share of the test points is certified (not vacuous): a
-    stronger PGD (50 steps, and again from a random point of the ball) never changes the prediction of a certified point, and does break some of the
-    others (the attack is not vacuous either)."""
+    stronger PGD (50 steps, and again from a random point of the ball) never changes the prediction of a
+    certified point, and does break some of the others (the attack is not vacuous either)."""
     from mondeq.robustness import certified_radius, pgd
     from mondeq.training import model_from_checkpoint
 
