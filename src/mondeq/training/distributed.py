@@ -1,4 +1,5 @@
-"""Data-parallel training under ``torchrun``: this process's rank, the process group, gradient sums."""
+"""Data-parallel training under ``torchrun``: this process's rank, the process group, and the
+:class:`~torch.nn.parallel.DistributedDataParallel` engine that averages the ranks' gradients."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
+from torch.nn.parallel import DistributedDataParallel
 
 
 @dataclass(frozen=True)
@@ -54,18 +56,15 @@ class Distributed:
         dist.all_reduce(t, op=dist.ReduceOp.MAX)
         return float(t)
 
-    def reduce_gradients(self, model: nn.Module) -> None:
-        """Sum the gradients of every rank (each rank's loss is its share of the global mean)."""
-        if self.world > 1:
-            for p in model.parameters():
-                if p.grad is not None:
-                    dist.all_reduce(p.grad)
-
-    def broadcast(self, model: nn.Module) -> None:
-        """Rank 0's parameters and buffers on every rank."""
-        if self.world > 1:
-            for t in model.state_dict().values():
-                dist.broadcast(t, 0)
+    def data_parallel(self, model: nn.Module) -> nn.Module:
+        """``model`` itself in one process; across ranks, ``model`` in :class:`DistributedDataParallel` (rank
+        0's parameters and buffers on every rank, then gradients all-reduced in buckets while the backward
+        runs). DDP averages the ranks' gradients: each rank's loss is ``world`` times its share of the global
+        mean."""
+        if self.world == 1:
+            return model
+        device = next(model.parameters()).device
+        return DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
 
     def barrier(self) -> None:
         if self.world > 1:

@@ -267,8 +267,7 @@ def fit(
             scheduler.load_state_dict(ckpt["scheduler"])
         history = list(ckpt["metrics"])
         log(f"resuming {out} after epoch {ckpt['epoch']}")
-    else:
-        ranks.broadcast(model)
+    engine = ranks.data_parallel(model)  # after a resume's load: every rank starts from rank 0's state
     if not ranks.main:
         out = None
     if out is not None:
@@ -293,21 +292,20 @@ def fit(
             if augment is not None:  # on the global batch: every rank draws the same
                 images = augment(images, gen)
             x, y = prepare(ranks.shard(images)), ranks.shard(labels).to(device)
-            share = len(y) / len(labels)  # this rank's share of the global mean
+            share = len(y) / len(labels) * ranks.world  # this rank's share of the global mean, DDP averages
             with _tallied_warnings():
-                logits = model(x)
+                logits = engine(x)
                 total = loss(model, x, y, logits, epoch - 1 + step / steps) * share
-                for reg in regularizers:  # summed over the ranks: each adds its share
-                    total = total + reg(model) / ranks.world
+                for reg in regularizers:  # the same on every rank, and DDP averages
+                    total = total + reg(model)
                 optimizer.zero_grad(set_to_none=True)
                 total.backward()
-            ranks.reduce_gradients(model)
             optimizer.step()
             if scheduler is not None and schedule_per == "batch":
                 scheduler.step()
             fwd, bwd = tally.fwd, tally.bwd
             tally.add(model)
-            value = float(total.detach())
+            value = float(total.detach()) / ranks.world  # this rank's part of the global loss
             totals["loss"] += value * len(labels)
             totals["correct"] += int((logits.argmax(1) == y).sum())
             totals["n"] += len(labels)
