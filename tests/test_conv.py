@@ -55,6 +55,7 @@ def test_products_and_resolvent_match_dense(c: int, size: tuple[int, int], k: in
                                    atol=1e-12, rtol=0)
     exact = torch.linalg.matrix_norm(torch.eye(n, dtype=w.dtype) - w, 2)
     assert exact <= f.lipschitz <= exact * (1 + 1e-8)
+    assert 0.9 * exact <= f.norm_estimate() <= exact * (1 + 1e-12)  # a lower estimate, close (for step sizes)
 
 
 def test_float32_resolvent() -> None:

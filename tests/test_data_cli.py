@@ -16,7 +16,7 @@ import torch
 from mondeq.cli import main
 from mondeq.data import load_dataset, random_crop_flip, read_idx
 from mondeq.errors import InputError
-from mondeq.training import TrainConfig, build_from_config, train
+from mondeq.training import TrainConfig, build_from_config, equilibrium_layers, model_from_checkpoint, train
 
 
 def _write_idx(path: Path, array: np.ndarray, compress: bool) -> None:
@@ -199,6 +199,7 @@ def test_same_seed_same_result() -> None:
     (["train", "--epochs", "0"], "--epochs must be"),
     (["train", "--m", "0"], "--m must be > 0"),
     (["train", "--eval-alpha", "0"], "--eval-alpha must be > 0"),
+    (["train", "--alpha", "fast"], "expected a number or auto"),
     (["train", "--device", "tpu9"], "is not a device"),
     (["train", "--augment-pad", "-1"], "--augment-pad must be"),
     (["train", "--preset", "imagenet-vit"], "invalid choice"),
@@ -218,6 +219,19 @@ def test_cli_errors_are_one_line(args: list[str], message: str, capsys: pytest.C
     assert code == 2
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("mondeq: error:") and message in lines[0], lines
+
+
+def test_the_auto_step_from_the_command_line(tmp_path: Path) -> None:
+    """``--alpha auto`` reaches the solver, which reports the step it derived: 1/√(mL) < 1 for m = 1."""
+    assert main(["train", "--alpha", "auto", "--epochs", "1", "--train-subset", "64", "--test-subset", "32",
+                 "--no-progress", "--out", str(tmp_path)]) == 0
+    model, _, _ = model_from_checkpoint(tmp_path / "checkpoint.pt")
+    layer = equilibrium_layers(model)[0]
+    assert layer.solver.alpha == "auto"
+    model(torch.rand(4, 1, 28, 28))
+    assert layer.last_solve is not None and 0 < layer.last_solve.forward.alpha < 1
+    with pytest.raises(InputError, match="a number > 0 or auto"):
+        TrainConfig(alpha="quick").validate()  # type: ignore[arg-type]
 
 
 def test_cli_errors_in_a_fresh_process() -> None:

@@ -173,3 +173,38 @@ def test_no_graph_where_nothing_needs_a_gradient() -> None:
     z2 = mondeq.equilibrium(op, mondeq.ReLU(), y)
     assert z2.grad_fn is not None
     torch.testing.assert_close(z2.detach(), z, atol=0, rtol=0)
+
+
+@pytest.mark.parametrize("model", ["fc", "conv"])
+def test_under_autocast_the_equilibrium_stays_in_float32(model: str) -> None:
+    """bfloat16 autocast on the CPU: the input map and the readout run in bfloat16, the equilibrium in float32
+    to the solver's tolerance, forward and backward. bfloat16 keeps 8 bits (unit roundoff 2⁻⁸ ≈ 3.9e-3), so
+    ``y`` is a few tenths of a percent off; the equilibrium map is Lipschitz in ``y`` with ``(1 + L)/m``
+    (``m = 1``, ``L`` below 3 here), which bounds the logits' and gradients' deviation at a few percent.
+    The lower bound checks that bfloat16 was used at all."""
+    from mondeq.data import load_dataset
+    from mondeq.models import build_model
+
+    torch.manual_seed(0)
+    net = build_model(model, (1, 28, 28), 10, **({"channels": 8} if model == "conv" else {}))
+    layer = next(m for m in net.modules() if isinstance(m, mondeq.EquilibriumLayer))
+    layer.solver = mondeq.PeacemanRachford(tol=1e-4)
+    splits = load_dataset("mnist-mini", test_subset=16)
+    x, labels = splits.normalize(splits.test_images), splits.test_labels
+    runs = {}
+    for amp in (False, True):
+        net.zero_grad()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
+            logits = net(x)
+            loss = nn.functional.cross_entropy(logits, labels)
+        loss.backward()
+        rec = layer.last_solve
+        assert rec is not None and rec.forward is not None and rec.backward is not None
+        assert rec.forward.converged and rec.forward.max_residual <= 1e-4
+        assert rec.backward.converged and rec.backward.max_residual <= 1e-4
+        grads = torch.cat([p.grad.flatten() for p in layer.operator.parameters()])
+        runs[amp] = (logits.float().detach(), grads, logits.dtype)
+    assert runs[True][2] == torch.bfloat16 and runs[False][2] == torch.float32
+    for i in (0, 1):
+        rel = float((runs[True][i] - runs[False][i]).norm() / runs[False][i].norm())
+        assert 1e-4 < rel < 0.05, (i, rel)

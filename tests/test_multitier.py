@@ -48,6 +48,7 @@ def test_operator_and_resolvent_match_dense(channels, size, k) -> None:
         torch.testing.assert_close(_dense(r.apply_T, n), ref.T, atol=1e-12, rtol=0)
     exact = torch.linalg.matrix_norm(torch.eye(n, dtype=w.dtype) - w, 2)
     assert exact <= f.lipschitz
+    assert 0.9 * exact <= f.norm_estimate() <= exact * (1 + 1e-12)  # a lower estimate, close (for step sizes)
 
 
 @pytest.mark.parametrize("channels,size,k", CASES)

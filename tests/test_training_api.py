@@ -145,3 +145,19 @@ def test_bad_data_gets_one_line_errors(data: tuple, tmp_path: Path) -> None:
         fit(model, (x, y), epochs=1, resume=True, log=_quiet)
     with pytest.raises(InputError, match="no checkpoint"):
         fit(model, (x, y), epochs=1, resume=True, out=tmp_path, log=_quiet)
+
+
+def test_bfloat16_autocast_trains_like_float32() -> None:
+    """``--bf16``: the same run in bfloat16 autocast (the equilibria in float32) ends close to the float32 one.
+    Each step's logits carry bfloat16's ~0.4% rounding (unit roundoff 2⁻⁸); over two epochs the training
+    losses drift apart by 0.01–0.15% here, so 2% leaves a wide margin yet fails a run that diverges. The runs
+    must differ, or autocast did nothing."""
+    from mondeq.training import TrainConfig, train
+
+    cfg = dict(epochs=2, train_subset=600, test_subset=200, batch_size=50, seed=3)
+    full = train(TrainConfig(**cfg), progress=False, log=lambda s: None)
+    half = train(TrainConfig(**cfg, bf16=True), progress=False, log=lambda s: None)
+    for a, b in zip(full, half, strict=True):
+        assert b["train_loss"] != a["train_loss"]
+        assert b["train_loss"] == pytest.approx(a["train_loss"], rel=0.02)
+        assert abs(b["test_acc"] - a["test_acc"]) <= 0.02

@@ -28,6 +28,16 @@ def _channels(text: str) -> int | list[int]:
     return counts[0] if len(counts) == 1 else counts
 
 
+def _step(text: str) -> float | str:
+    """A step size: a number or ``auto``."""
+    if text == "auto":
+        return text
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number or auto, got {text!r}") from None
+
+
 def _train_parser(sub: argparse._SubParsersAction) -> None:
     from .presets import PRESETS
     from .priors import PRIORS
@@ -70,11 +80,16 @@ def _train_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--solver", choices=sorted(SOLVERS),
                    help="default: the family's (pr for monDEQ and OptEq, avg, the average iteration, for NEMON)")
     p.add_argument("--anderson", action="store_true", help="Anderson-accelerate the solver")
-    p.add_argument("--alpha", type=float, help="solver step size (default: the solver's)")
+    p.add_argument("--alpha", type=_step,
+                   help="solver step size, or auto: 1/√(mL) for pr and dr from the operator's m and L = ‖I − W‖₂ "
+                        "(default: the solver's, 1 for pr and dr)")
     p.add_argument("--tol", type=float, help=f"training tolerance on the residual (default {d.tol})")
     p.add_argument("--max-iter", type=int, help=f"default {d.max_iter}")
     p.add_argument("--eval-tol", type=float, help=f"evaluation tolerance (default {d.eval_tol})")
-    p.add_argument("--eval-alpha", type=float, help="evaluation step size (default: the training one)")
+    p.add_argument("--eval-alpha", type=_step, help="evaluation step size (default: the training one)")
+    p.add_argument("--bf16", action="store_true",
+                   help="training forwards under torch.autocast in bfloat16 (input maps and readouts; the "
+                        "equilibria and their solves stay in float32)")
     p.add_argument("--eval-max-iter", type=int, help="evaluation iteration limit (default: the training one)")
     p.add_argument("--lipschitz-reg", type=float,
                    help="NEMON: add λ × the ℓ∞ Lipschitz bound of the logits to the loss (default 0)")

@@ -137,9 +137,10 @@ class _ImplicitEquilibrium(torch.autograd.Function):
     def backward(ctx: Any, g: Tensor) -> tuple[Tensor | None, ...]:
         z, d, *tensors = ctx.saved_tensors
         spec: _Spec = ctx.spec
-        u, stats = spec.backward.adjoint(ctx.op, d, g, spec.solver)
-        spec.record.backward = stats
-        grads = spec.operator.vjp(tensors, z, u, ctx.needs_input_grad[2:])
+        with torch.autocast(g.device.type, enabled=False):  # a backward called under autocast: as the forward
+            u, stats = spec.backward.adjoint(ctx.op, d, g.to(z.dtype), spec.solver)
+            spec.record.backward = stats
+            grads = spec.operator.vjp(tensors, z, u, ctx.needs_input_grad[2:])
         return (None, u if ctx.needs_input_grad[1] else None, *grads)
 
 
@@ -156,8 +157,14 @@ def equilibrium(
 
     Gradients come from ``backward`` (exact implicit differentiation by default). Statistics of both
     solves go to ``record`` when one is given. The forward solve starts from ``start`` when it has ``y``'s
-    shape (a warm start: the equilibrium does not depend on it), else from zero.
+    shape (a warm start: the equilibrium does not depend on it), else from zero. Under ``torch.autocast`` the
+    equilibrium, its operator and both solves stay in the parameters' precision (the residual and the
+    stopping test need it: bfloat16 resolves only ~4e-3); ``y`` is cast up and the result returned in it.
     """
+    if torch.is_autocast_enabled(y.device.type):
+        with torch.autocast(y.device.type, enabled=False):
+            dtype = operator.tensors()[0].dtype
+            return equilibrium(operator, activation, y.to(dtype), solver, backward, record, start)
     spec = _Spec(
         operator,
         activation,

@@ -74,6 +74,7 @@ class FrozenOperator(ABC):
         self.shape = tuple(shape)
         self.dtype, self.device = dtype, device
         self._resolvents: dict[float, Resolvent] = {}
+        self._norm_estimate: float | None = None
 
     @abstractmethod
     def W(self, z: Tensor, add: Tensor | None = None) -> Tensor:
@@ -111,6 +112,21 @@ class FrozenOperator(ABC):
         """``L ≥ ‖I − W‖₂``, computed once (ℓ2 operators only)."""
         return self._monotone().lipschitz
 
+    def norm_estimate(self, iterations: int = 20) -> float:
+        """``‖I − W‖₂`` from below: power iteration on ``(I − W)ᵀ(I − W)`` from a fixed start, one sample's
+        products each (computed once). For step sizes, where any value near the norm serves; error bounds and
+        certificates use :attr:`lipschitz`, an upper bound."""
+        if self._norm_estimate is None:
+            gen = torch.Generator().manual_seed(0)
+            v = torch.randn((1, *self.shape), generator=gen).to(self.device, self.dtype)
+            for _ in range(iterations):
+                v = v / v.norm()
+                u = v - self.W(v)  # (I − W)v
+                v = u - self.WT(u)  # (I − W)ᵀ(I − W)v
+            v = v / v.norm()
+            self._norm_estimate = float((v - self.W(v)).norm())
+        return self._norm_estimate
+
     def transpose(self) -> FrozenOperator:
         """The operator ``Wᵀ`` with the dual guarantee, sharing this one's factorisations."""
         return _TransposedOperator(self)
@@ -136,6 +152,9 @@ class _TransposedOperator(FrozenOperator):
 
     def resolvent(self, alpha: float) -> Resolvent:
         return self._parent.resolvent(alpha).T
+
+    def norm_estimate(self, iterations: int = 20) -> float:
+        return self._parent.norm_estimate(iterations)  # ‖I − Wᵀ‖₂ = ‖I − W‖₂
 
     def _build_resolvent(self, alpha: float) -> Resolvent:  # pragma: no cover - resolvent() delegates
         return self._parent.resolvent(alpha).T

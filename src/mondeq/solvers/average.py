@@ -56,11 +56,12 @@ class Average(Splitting):
         """
         g = op.guarantee
         assert isinstance(g, (LinfContractive, L1Contractive))
-        if self.alpha is None:
+        alpha = self.given_alpha  # "auto" is α*
+        if alpha is None:
             return g.alpha_max
-        if self.alpha > g.alpha_max:
+        if alpha > g.alpha_max:
             raise UnsafeStepError(
-                f"average-iteration step alpha={self.alpha:g} is not provably convergent: it needs "
+                f"average-iteration step alpha={alpha:g} is not provably convergent: it needs "
                 f"alpha ≤ α* = 1/(1 − min(min W_ii, 0)) = {g.alpha_max:.4g}; leave alpha unset for α*"
             )
-        return self.alpha
+        return alpha

@@ -19,7 +19,7 @@ import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import torch
 from torch import Tensor
@@ -361,7 +361,8 @@ class Splitting(Solver):
     """Options shared by the splitting methods.
 
     Args:
-        alpha: the step size (``None``: the method's default).
+        alpha: the step size (``None``: the method's default; ``"auto"``: the step the operator's constants
+            ``m`` and ``L ≈ ‖I − W‖₂`` make fastest, ``1/√(mL)`` for the splittings, SPEC 2).
         tol: tolerance on the per-sample relative residual.
         max_iter: iteration limit.
         check_every: iterations between residual checks (each synchronises with the device); ``None``
@@ -371,14 +372,17 @@ class Splitting(Solver):
 
     accelerable: ClassVar[bool] = True
     """Whether Anderson acceleration keeps what the method proves."""
-    alpha: float | None = None
+    alpha: float | Literal["auto"] | None = None
     tol: float = 1e-4
     max_iter: int = 300
     check_every: int | None = None
     strict: bool = False
 
     def __post_init__(self) -> None:
-        if self.alpha is not None and not self.alpha > 0:
+        if isinstance(self.alpha, str):
+            if self.alpha != "auto":
+                raise InputError(f"{self.name}: alpha must be a number > 0 or 'auto', got {self.alpha!r}")
+        elif self.alpha is not None and not self.alpha > 0:
             raise InputError(f"{self.name}: alpha must be > 0, got {self.alpha}")
         if not self.tol > 0:
             raise InputError(f"{self.name}: tol must be > 0, got {self.tol}")
@@ -386,6 +390,11 @@ class Splitting(Solver):
             raise InputError(f"{self.name}: max_iter must be ≥ 1, got {self.max_iter}")
         if self.check_every is not None and self.check_every < 1:
             raise InputError(f"{self.name}: check_every must be ≥ 1, got {self.check_every}")
+
+    @property
+    def given_alpha(self) -> float | None:
+        """The step size fixed by the caller (``None`` where the method or the operator chooses it)."""
+        return None if isinstance(self.alpha, str) else self.alpha
 
     def with_options(self, **changes: Any) -> Splitting:
         return dataclasses.replace(self, **changes)
@@ -446,5 +455,7 @@ def check_shape(t: Tensor, shape: tuple[int, ...], what: str) -> None:
     if t.dim() != len(shape) + 1 or tuple(t.shape[1:]) != tuple(shape):
         want = ", ".join(map(str, shape))
         raise InputError(f"{what} must have shape (batch, {want}), got {tuple(t.shape)}")
+    if t.shape[0] == 0:
+        raise InputError(f"{what} is an empty batch (shape {tuple(t.shape)}): give at least one sample")
     if not t.is_floating_point():
         raise InputError(f"{what} must be a floating-point tensor, got {t.dtype}")

@@ -13,7 +13,7 @@ from .peaceman_rachford import PeacemanRachford
 
 @dataclass(frozen=True, kw_only=True)
 class DouglasRachford(PeacemanRachford):
-    """Douglas–Rachford splitting; converges for every ``alpha > 0`` (default 1)."""
+    """Douglas–Rachford splitting; converges for every ``alpha > 0`` (default 1; ``"auto"``: ``1/√(mL)``)."""
 
     name = "douglas-rachford"
     relaxation = 0.5

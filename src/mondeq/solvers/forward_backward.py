@@ -58,12 +58,13 @@ class ForwardBackward(Splitting):
             bound, default, rule = 2.0 / lip, 2.0 / (m + lip), "2/L"
         else:
             bound, default, rule = 2.0 * m / lip**2, m / lip**2, "2m/L²"
-        if self.alpha is None:
+        alpha = self.given_alpha  # "auto" is the default: the fastest rate m and L guarantee
+        if alpha is None:
             return default
-        if self.alpha >= bound:
+        if alpha >= bound:
             raise UnsafeStepError(
-                f"forward-backward step alpha={self.alpha:g} is not provably convergent: it needs "
+                f"forward-backward step alpha={alpha:g} is not provably convergent: it needs "
                 f"alpha < {rule} = {bound:.4g} (m={m:g}, L=‖I−W‖₂={lip:.4g}); "
                 "leave alpha unset for a safe step, or use Peaceman-Rachford, which converges for any alpha"
             )
-        return self.alpha
+        return alpha

@@ -15,6 +15,7 @@ between checks its pre-activation is estimated from the resolvent equation witho
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -71,7 +72,10 @@ class _SplittingIteration(Iteration):
 
 @dataclass(frozen=True, kw_only=True)
 class PeacemanRachford(Splitting):
-    """Peaceman–Rachford splitting; converges for every ``alpha > 0`` (default 1)."""
+    """Peaceman–Rachford splitting; converges for every ``alpha > 0`` (default 1). ``"auto"``: ``1/√(mL)``
+    with ``L`` the power-iteration estimate of ``‖I − W‖₂`` (:meth:`~mondeq.operators.base.FrozenOperator.
+    norm_estimate`), the step whose proved contraction factor ``max |1 − αλ|/(1 + αλ)`` over ``λ ∈ [m, L]``
+    is smallest."""
 
     name = "peaceman-rachford"
     relaxation = 1.0
@@ -80,5 +84,8 @@ class PeacemanRachford(Splitting):
         return None if isinstance(guarantee, StronglyMonotone) else "it needs an ℓ2 strongly monotone I − W"
 
     def iteration(self, op: FrozenOperator, act: Activation, y: Tensor, start: Tensor | None = None) -> Iteration:
-        alpha = 1.0 if self.alpha is None else self.alpha
+        if self.alpha == "auto":
+            alpha = 1.0 / math.sqrt(op.m * op.norm_estimate())
+        else:
+            alpha = 1.0 if self.given_alpha is None else self.given_alpha
         return _SplittingIteration(op, act, y, alpha, self.relaxation, start)

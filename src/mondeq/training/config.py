@@ -7,7 +7,7 @@ import dataclasses
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import nn
@@ -51,13 +51,14 @@ class TrainConfig:
     prior_weight: float | None = None
     solver: str | None = None
     anderson: bool = False
-    alpha: float | None = None
+    alpha: float | Literal["auto"] | None = None
     tol: float = 1e-2
     max_iter: int = 300
     eval_tol: float | None = 1e-3
-    eval_alpha: float | None = None
+    eval_alpha: float | Literal["auto"] | None = None
     eval_max_iter: int | None = None
     lipschitz_reg: float = 0.0
+    bf16: bool = False
     certified_train: str | None = None
     train_eps: float = 0.0
     eps_warmup: float = 1.0
@@ -97,8 +98,12 @@ class TrainConfig:
             raise InputError(f"--optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
         if self.schedule not in SCHEDULES:
             raise InputError(f"--schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
+        for name in ("eval_alpha", "alpha"):
+            if isinstance(getattr(self, name), str) and getattr(self, name) != "auto":
+                flag = name.replace("_", "-")
+                raise InputError(f"--{flag} must be a number > 0 or auto, got {getattr(self, name)!r}")
         for name in ("eval_tol", "eval_alpha", "alpha"):
-            if getattr(self, name) is not None and not getattr(self, name) > 0:
+            if getattr(self, name) not in (None, "auto") and not getattr(self, name) > 0:
                 raise InputError(f"--{name.replace('_', '-')} must be > 0, got {getattr(self, name)}")
         if self.eval_max_iter is not None and self.eval_max_iter < 1:
             raise InputError(f"--eval-max-iter must be ≥ 1, got {self.eval_max_iter}")

@@ -223,6 +223,7 @@ def fit(
     config: dict[str, Any] | None = None,
     progress: bool = True,
     log: Callable[[str], None] = print,
+    autocast: torch.dtype | None = None,
 ) -> list[dict]:
     """Train ``model`` (any classifier ``nn.Module``, on its device) and return one metrics dict per epoch.
 
@@ -236,7 +237,10 @@ def fit(
     epoch, with ``config``), ``config.json`` (when ``config`` is given) and ``metrics.png``. With ``resume``,
     continues from ``out/checkpoint.pt`` (the same model and optimiser; ``epochs`` may grow): a resumed run
     ends where an uninterrupted one does. Under ``torchrun`` (a joined process group) every process takes its
-    share of each global batch and the gradients are summed; rank 0 logs and writes the files.
+    share of each global batch and the model runs in ``DistributedDataParallel``; rank 0 logs and writes the
+    files. With ``autocast`` (``torch.bfloat16``) each training forward runs under ``torch.autocast``: input
+    maps and readouts in that precision, the equilibria in the parameters' (:func:`~mondeq.equilibrium`);
+    the loss, the regularisers and evaluation stay in full precision.
     """
     if epochs < 1 or batch_size < 1 or test_batch_size < 1:
         raise InputError(f"epochs, batch_size and test_batch_size must be ≥ 1, got {epochs}, {batch_size}, "
@@ -294,7 +298,8 @@ def fit(
             x, y = prepare(ranks.shard(images)), ranks.shard(labels).to(device)
             share = len(y) / len(labels) * ranks.world  # this rank's share of the global mean, DDP averages
             with _tallied_warnings():
-                logits = engine(x)
+                with torch.autocast(device.type, dtype=autocast or torch.bfloat16, enabled=autocast is not None):
+                    logits = engine(x).float()
                 total = loss(model, x, y, logits, epoch - 1 + step / steps) * share
                 for reg in regularizers:  # the same on every rank, and DDP averages
                     total = total + reg(model)

@@ -75,7 +75,8 @@ def train(
                    schedule_per=per, loss=loss,
                    regularizers=regularizers, prepare=splits.normalize, augment=augment,
                    batch_size=cfg.batch_size, test_batch_size=cfg.test_batch_size, seed=cfg.seed, out=cfg.out,
-                   resume=resume, config=dataclasses.asdict(cfg), progress=progress, log=log)
+                   resume=resume, config=dataclasses.asdict(cfg), progress=progress, log=log,
+                   autocast=torch.bfloat16 if cfg.bf16 else None)
 
 
 def _augment(images: torch.Tensor, generator: torch.Generator, pad: int, flip: bool) -> torch.Tensor:
