@@ -142,3 +142,28 @@ def test_peak_heap_does_not_grow_with_iterations(name: str, kind: str, monkeypat
     # many times more iterations, the same peak up to a few tensors (no per-iteration growth)
     assert abs(peaks[3] - peaks[2]) <= 4 * one_tensor, (peaks, iters)
     assert peaks[3] <= 40 * one_tensor
+
+
+def test_the_benchmarks_memory_counter_counts_each_storage_once() -> None:
+    """``mondeq.bench.SavedBytes``, which the unrolled and TorchDEQ benchmarks report: ``a * a`` saves ``a``
+    twice (one storage, 4,000 bytes), ``exp`` saves its 4,000-byte output; an excluded storage is not counted;
+    an object's tensors count once however often they are held."""
+    from mondeq.bench import SavedBytes
+
+    a = torch.randn(1000, requires_grad=True)
+    counter = SavedBytes([])
+    with torch.autograd.graph.saved_tensors_hooks(counter.pack, lambda t: t):
+        (a * a).exp().sum().backward()
+    assert counter.total == 8000
+    counter = SavedBytes([a])
+    with torch.autograd.graph.saved_tensors_hooks(counter.pack, lambda t: t):
+        (a * a).sum().backward()
+    assert counter.total == 0
+    w = torch.zeros(10, 10, dtype=torch.float64)
+
+    class Holder:
+        def __init__(self) -> None:
+            self.w, self.views = w, {"t": w.T, "list": [w[0], torch.zeros(3)]}
+
+    counter.add_object(Holder())
+    assert counter.total == 800 + 12

@@ -141,6 +141,42 @@ def training_step(model: nn.Module, x: Tensor, labels: Tensor, reps: int) -> dic
     return out
 
 
+class SavedBytes:
+    """The bytes of distinct tensor storages, except ``exclude``'s: ``pack`` is a saved-tensors hook
+    (``torch.autograd.graph.saved_tensors_hooks(counter.pack, lambda t: t)`` counts what autograd keeps for
+    the backward), ``add_object`` adds the tensors an object holds (e.g. a frozen operator's resolvent)."""
+
+    def __init__(self, exclude: list[Tensor]) -> None:
+        self.seen: dict[int, int] = {}
+        self.exclude = {t.untyped_storage().data_ptr() for t in exclude}
+
+    def add(self, t: Tensor) -> None:
+        storage = t.untyped_storage()
+        if storage.data_ptr() not in self.exclude:
+            self.seen[storage.data_ptr()] = storage.nbytes()
+
+    def pack(self, t: Tensor) -> Tensor:
+        self.add(t)
+        return t
+
+    def add_object(self, obj: object, depth: int = 4) -> None:
+        """The tensors ``obj`` holds in its attributes, dicts, lists and tuples, ``depth`` levels down."""
+        if isinstance(obj, Tensor):
+            self.add(obj)
+        elif depth and isinstance(obj, dict):
+            for v in obj.values():
+                self.add_object(v, depth - 1)
+        elif depth and isinstance(obj, (list, tuple)):
+            for v in obj:
+                self.add_object(v, depth - 1)
+        elif depth and hasattr(obj, "__dict__") and not isinstance(obj, type):
+            self.add_object(vars(obj), depth - 1)
+
+    @property
+    def total(self) -> int:
+        return sum(self.seen.values())
+
+
 def peak_rss_mb() -> float | None:
     """The process's peak resident memory in MB (``None`` where the platform does not say)."""
     try:
