@@ -15,7 +15,7 @@ Two levels:
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import ClassVar
 
 import torch
@@ -251,7 +251,7 @@ class TrainableOperator(nn.Module, ABC):
             return cached[2]
         with torch.no_grad():
             detached = [t.detach() for t in tensors]
-            if not all(bool(torch.isfinite(t).all()) for t in detached):
+            if not _all(torch.isfinite(t).all() for t in detached):
                 raise InputError(f"{type(self).__name__}: the parameters hold NaN or Inf values")
             op = self.build(detached)
             self._cache = (key, [t.clone() for t in detached], op)
@@ -284,4 +284,10 @@ def _same_values(old: Sequence[Tensor], new: Sequence[Tensor]) -> bool:
     for a, b in zip(old, new, strict=True):
         if a.shape != b.shape or a.dtype != b.dtype or a.device != b.device:
             return False
-    return all(torch.equal(a, b.detach()) for a, b in zip(old, new, strict=True))
+    return _all(torch.eq(a, b.detach()).all() for a, b in zip(old, new, strict=True))
+
+
+def _all(flags: Iterable[Tensor]) -> bool:
+    """Whether every one of the boolean scalars is true, read with one device synchronisation."""
+    flags = list(flags)
+    return not flags or bool(torch.stack(flags).all())
