@@ -180,9 +180,11 @@ def part_box(part: nn.Module, lo: Tensor, hi: Tensor) -> tuple[Tensor, Tensor]:
     f_lo, f_hi = part(lo), part(hi)
     if isinstance(part, (nn.ReLU, nn.MaxPool2d, *LAYOUT)):
         return f_lo, f_hi  # exact: selections and zeros
-    terms = math.prod(_pair(part.kernel_size)) + 2 if isinstance(part, nn.AvgPool2d) else 4
     eps = torch.finfo(f_lo.dtype).eps
-    return f_lo - terms * eps * f_lo.abs(), f_hi + terms * eps * f_hi.abs()
+    if isinstance(part, nn.AvgPool2d):  # a sum of n terms rounds by up to (n − 1)u Σ|xᵢ|, relative to the
+        terms = math.prod(_pair(part.kernel_size)) + 2  # magnitudes, not to a result that may cancel
+        return f_lo - terms * eps * part(lo.abs()), f_hi + terms * eps * part(hi.abs())
+    return f_lo - 4 * eps * f_lo.abs(), f_hi + 4 * eps * f_hi.abs()  # Tanh, Sigmoid: a few ulp
 
 
 def check_bn_eval(parts: list[nn.Module]) -> None:

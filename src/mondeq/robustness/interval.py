@@ -265,7 +265,10 @@ def enclosed_margins(
     with torch.no_grad():
         z_lo, z_hi, _ = enclose(embedding, act, y_lo, y_hi, tol)
         f_lo, f_hi = readout(z_lo), readout(z_hi)
-        slack = (readout_terms + 2) * torch.finfo(f_lo.dtype).eps * torch.maximum(f_lo.abs(), f_hi.abs())
+        # a sum rounds relative to the magnitudes it adds (|z| through the non-negative readout), not to its
+        # result, which cancels where z changes sign (activations other than ReLU)
+        scale = torch.maximum(readout(z_lo.abs()), readout(z_hi.abs()))
+        slack = (readout_terms + 2) * torch.finfo(f_lo.dtype).eps * scale
         return head_margins(head, f_lo - slack, f_hi + slack)
 
 
