@@ -15,9 +15,8 @@ parameterisation) built once per pass. The residual reported for both is mondeq'
 from __future__ import annotations
 
 import argparse
+import functools
 import json
-import statistics
-import time
 import warnings
 from collections.abc import Callable
 
@@ -25,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from mondeq.bench import SavedBytes, single_layer
+from mondeq.bench import SavedBytes, alternating_medians, single_layer, training_pass
 from mondeq.data import load_dataset
 from mondeq.models import build_model
 from mondeq.operators.conv import ConvMonotone, conv_operator, conv_transpose_kernel
@@ -72,25 +71,14 @@ def _residual(layer: nn.Module, x: Tensor, z: Tensor) -> float:
         return float(((z - fz).flatten(1).norm(dim=1) / z.flatten(1).norm(dim=1).clamp_min(1e-12)).max())
 
 
-def _pass(
-    model: nn.Module, x: Tensor, labels: Tensor, counter: SavedBytes | None = None
-) -> tuple[float, tuple[Tensor, Tensor]]:
-    """The time of a training pass, and the equilibrium layer's input and output."""
+def _traced_pass(model: nn.Module, x: Tensor, labels: Tensor, counter: SavedBytes) -> tuple[Tensor, Tensor]:
+    """A counted training pass; the equilibrium layer's input and output."""
     layer = single_layer(model)
-    layer.operator._cache = None  # as after an optimiser step
-    model.zero_grad(set_to_none=True)
     seen: list[tuple[Tensor, Tensor]] = []
     handle = layer.register_forward_hook(lambda mod, inp, out: seen.append((inp[0].detach(), out.detach())))
-    t = time.perf_counter()
-    if counter is None:
-        F.cross_entropy(model(x), labels).backward()
-    else:
-        with torch.autograd.graph.saved_tensors_hooks(counter.pack, lambda t: t):
-            loss = F.cross_entropy(model(x), labels)
-        loss.backward()
-    elapsed = time.perf_counter() - t
+    training_pass(model, x, labels, counter)
     handle.remove()
-    return elapsed, seen[0]
+    return seen[0]
 
 
 def measure(name: str, tol: float, batch_size: int, reps: int, max_iter: int) -> dict:
@@ -103,12 +91,11 @@ def measure(name: str, tol: float, batch_size: int, reps: int, max_iter: int) ->
     single_layer(models["mondeq"]).solver = PeacemanRachford(tol=tol, max_iter=max_iter)
     _generic(single_layer(models["torchdeq"]), tol, max_iter, info)
     out: dict = {"model": name, "tol": tol, "batch_size": batch_size}
-    times: dict[str, list[float]] = {v: [] for v in models}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         for v, model in models.items():
             counter = SavedBytes([x, *model.parameters()])
-            _, (inp, z) = _pass(model, x, labels, counter)
+            inp, z = _traced_pass(model, x, labels, counter)
             layer = single_layer(model)
             if v == "mondeq":
                 counter.add_object(layer.operator.frozen())
@@ -119,11 +106,10 @@ def measure(name: str, tol: float, batch_size: int, reps: int, max_iter: int) ->
                 fwd, bwd = float(info["nstep"].float().mean()), float(info["backward"]["nstep"].float().mean())
             out[v] = {"saved_mb": counter.total / 2**20, "fwd_iters": fwd, "bwd_iters": bwd,
                       "residual": _residual(layer, inp, z)}
-        for r in range(reps):
-            for v in (list(models) if r % 2 == 0 else list(models)[::-1]):
-                times[v].append(_pass(models[v], x, labels)[0])
+        times = alternating_medians({v: functools.partial(training_pass, m, x, labels) for v, m in models.items()},
+                                    reps)
     for v in models:
-        out[v]["pass_s"] = statistics.median(times[v])
+        out[v]["pass_s"] = times[v]
         out[v]["time_ratio"] = out[v]["pass_s"] / out["mondeq"]["pass_s"]
         out[v]["memory_ratio"] = out[v]["saved_mb"] / out["mondeq"]["saved_mb"]
     return out

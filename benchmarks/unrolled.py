@@ -16,16 +16,14 @@ which both passes hold, are not counted. Timings alternate between the variants.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
-import statistics
-import time
 import warnings
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
-from mondeq.bench import SavedBytes, single_layer
+from mondeq.bench import SavedBytes, alternating_medians, single_layer, training_pass
 from mondeq.models import build_model
 from mondeq.solvers import PeacemanRachford
 
@@ -45,20 +43,6 @@ def _unrolled(layer: nn.Module, steps: int) -> None:
     layer.forward = forward
 
 
-def _pass(model: nn.Module, x: Tensor, labels: Tensor, counter: SavedBytes | None = None) -> float:
-    layer = single_layer(model)
-    layer.operator._cache = None  # as after an optimiser step
-    model.zero_grad(set_to_none=True)
-    t = time.perf_counter()
-    if counter is None:
-        F.cross_entropy(model(x), labels).backward()
-    else:
-        with torch.autograd.graph.saved_tensors_hooks(counter.pack, lambda t: t):
-            loss = F.cross_entropy(model(x), labels)
-        loss.backward()
-    return time.perf_counter() - t
-
-
 def measure(name: str, iterations: list[int], batch_size: int, reps: int, tol: float) -> dict:
     torch.manual_seed(0)
     variants: dict[str, nn.Module] = {"implicit": build_model(name, (1, 28, 28), 10)}
@@ -70,23 +54,21 @@ def measure(name: str, iterations: list[int], batch_size: int, reps: int, tol: f
     x = torch.randn(batch_size, 1, 28, 28)
     labels = torch.randint(0, 10, (batch_size,))
     out: dict = {"model": name, "batch_size": batch_size}
-    times: dict[str, list[float]] = {v: [] for v in variants}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         for v, model in variants.items():
             counter = SavedBytes([x, *model.parameters()])
-            _pass(model, x, labels, counter)
+            training_pass(model, x, labels, counter)
             if v == "implicit":
                 counter.add_object(single_layer(model).operator.frozen())
             out[v] = {"saved_mb": counter.total / 2**20}
         implicit = single_layer(variants["implicit"]).last_solve
         assert implicit is not None and implicit.forward is not None and implicit.backward is not None
         out["implicit"]["iterations"] = implicit.forward.iterations + implicit.backward.iterations
-        for r in range(reps):
-            for v in (list(variants) if r % 2 == 0 else list(variants)[::-1]):
-                times[v].append(_pass(variants[v], x, labels))
+        times = alternating_medians({v: functools.partial(training_pass, m, x, labels) for v, m in variants.items()},
+                                    reps)
     for v in variants:
-        out[v]["pass_s"] = statistics.median(times[v])
+        out[v]["pass_s"] = times[v]
         out[v]["memory_ratio"] = out[v]["saved_mb"] / out["implicit"]["saved_mb"]
         out[v]["time_ratio"] = out[v]["pass_s"] / out["implicit"]["pass_s"]
     return out

@@ -6,6 +6,7 @@ a shared, noisy machine; times are the smallest of a few medians.
 
 from __future__ import annotations
 
+import contextlib
 import statistics
 import sys
 import time
@@ -175,6 +176,33 @@ class SavedBytes:
     @property
     def total(self) -> int:
         return sum(self.seen.values())
+
+
+def training_pass(model: nn.Module, x: Tensor, labels: Tensor, counter: SavedBytes | None = None) -> float:
+    """The seconds of one forward and backward pass of the cross-entropy from parameters just moved (every
+    equilibrium layer's frozen operator rebuilt, as after an optimiser step); with ``counter``, the tensors
+    autograd saves for the backward are counted in it."""
+    for layer in model.modules():
+        if isinstance(layer, EquilibriumLayer):
+            layer.operator._cache = None
+    model.zero_grad(set_to_none=True)
+    hooks = (torch.autograd.graph.saved_tensors_hooks(counter.pack, lambda t: t) if counter is not None
+             else contextlib.nullcontext())
+    t = time.perf_counter()
+    with hooks:
+        loss = F.cross_entropy(model(x), labels)
+    loss.backward()
+    return time.perf_counter() - t
+
+
+def alternating_medians(passes: dict[str, Callable[[], float]], reps: int) -> dict[str, float]:
+    """The median of ``reps`` results of each timed pass, run in turns whose order reverses every round
+    (A B, B A, …), so that drift on a shared machine falls on all of them alike."""
+    times: dict[str, list[float]] = {k: [] for k in passes}
+    for r in range(reps):
+        for k in (list(passes) if r % 2 == 0 else list(passes)[::-1]):
+            times[k].append(passes[k]())
+    return {k: statistics.median(v) for k, v in times.items()}
 
 
 def peak_rss_mb() -> float | None:
