@@ -136,9 +136,16 @@ class _Tier:
         return y.unflatten(1, (h, w // 2 + 1)).permute(0, 3, 1, 2)
 
 
-def _tiers(channels: Sequence[int], size: tuple[int, int], device: torch.device) -> list[_Tier]:
+def _tiers(channels: Sequence[int], size: tuple[int, int], device: torch.device) -> tuple[_Tier, ...]:
+    """The tiers' index maps, built once per geometry and device (not on every parameter update)."""
+    return _tier_maps(tuple(channels), tuple(size), torch.device(device))
+
+
+@functools.lru_cache(maxsize=32)
+def _tier_maps(channels: tuple[int, ...], size: tuple[int, int], device: torch.device) -> tuple[_Tier, ...]:
     sizes = _tier_sizes(size, len(channels))
-    return [_Tier(c, hw, i < len(channels) - 1, device) for i, (c, hw) in enumerate(zip(channels, sizes, strict=True))]
+    last = len(channels) - 1
+    return tuple(_Tier(c, hw, i < last, device) for i, (c, hw) in enumerate(zip(channels, sizes, strict=True)))
 
 
 class _Spectral:
@@ -367,7 +374,6 @@ class MultiTierMonotone(MonotoneOperator):
         g0 = math.log(math.e - 1.0)  # softplus(ĝ) = 1
         self.g = nn.Parameter(torch.full((2 * levels - 1,), g0, **kw))  # scales of A_diag, then A_down
         self.h = nn.Parameter(torch.ones(levels, **kw))
-        self._tier_maps: dict[torch.device, list[_Tier]] = {}  # the gradient's index maps, per device
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -403,9 +409,7 @@ class MultiTierMonotone(MonotoneOperator):
         wanted = [i for i, n in enumerate(need) if n]
         if not wanted:
             return grads
-        tiers = self._tier_maps.get(z.device)
-        if tiers is None:
-            tiers = self._tier_maps[z.device] = _tiers(self.channels, self.size, z.device)
+        tiers = _tiers(self.channels, self.size, z.device)
         sizes = [t.size for t in tiers]
         with torch.no_grad():
             z_hats = [torch.fft.rfft2(x) for x in _split(z, self.channels, sizes)]
