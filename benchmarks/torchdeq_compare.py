@@ -1,13 +1,14 @@
 """mondeq against TorchDEQ (``pip install torchdeq``, an optional benchmark dependency) on the same
 equilibrium, in one run: iterations, residual reached, time of a training pass and memory saved for backward.
 
-Both solve ``z = relu(Wz + Ux + b)`` for the same monotone ``W``, input map and readout, from the same
-parameters and batch, to the same relative tolerance: mondeq with Peaceman–Rachford and its exact implicit
-gradient, TorchDEQ as a generic DEQ layer would use it, Anderson acceleration forward and backward with
-implicit differentiation (``get_deq(ift=True, f_solver="anderson", b_solver="anderson",
-f_stop_mode="rel")``), ``W``'s products in space (a matrix product, or the three convolutions of the
-parameterisation) built once per pass. The residual reported for both is mondeq's,
-``max ‖z − σ(Wz + y)‖ / ‖z‖`` over the batch, measured after the solve. Passes alternate (A B B A …).
+Both solve ``z = σ(Wz + Ux + b)`` (σ the model's activation: ReLU, or for conv the ReLU that zeroes a border)
+for the same monotone ``W``, input map and readout, from the same parameters and batch, to the same relative
+tolerance: mondeq with Peaceman–Rachford and its exact implicit gradient, TorchDEQ as a generic DEQ layer
+would use it, Anderson acceleration forward and backward with implicit differentiation (``get_deq(ift=True,
+f_solver="anderson", b_solver="anderson", f_stop_mode="rel")``), ``W``'s products in space (a matrix product,
+or the three convolutions of the parameterisation) built once per pass. The residual reported for both is
+mondeq's, ``max ‖z − σ(Wz + y)‖ / ‖z‖`` over the batch, measured after the solve. Passes alternate (A B B A
+…).
 
     python benchmarks/torchdeq_compare.py [--models fc,conv] [--tol 1e-2] [--batch-size 128] [--json]
 """
@@ -21,7 +22,6 @@ import warnings
 from collections.abc import Callable
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from mondeq.bench import SavedBytes, alternating_medians, single_layer, training_pass
@@ -56,7 +56,8 @@ def _generic(layer: nn.Module, tol: float, max_iter: int, info: dict) -> None:
     def forward(x: Tensor) -> Tensor:
         y = layer.input_map(x)
         w = _product(layer)
-        zs, stats = deq(lambda z: F.relu(w(z) + y), torch.zeros_like(y),
+        act = layer.activation
+        zs, stats = deq(lambda z: act.prox(w(z) + y, 1.0), torch.zeros_like(y),
                         backward_writer=lambda b: info.update(backward=b))
         info.update(stats)
         return zs[-1]
@@ -67,7 +68,7 @@ def _generic(layer: nn.Module, tol: float, max_iter: int, info: dict) -> None:
 def _residual(layer: nn.Module, x: Tensor, z: Tensor) -> float:
     with torch.no_grad():
         y = layer.input_map(x)
-        fz = F.relu(layer.operator.frozen().W(z, add=y))
+        fz = layer.activation.prox(layer.operator.frozen().W(z, add=y), 1.0)
         return float(((z - fz).flatten(1).norm(dim=1) / z.flatten(1).norm(dim=1).clamp_min(1e-12)).max())
 
 

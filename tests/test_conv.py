@@ -99,6 +99,10 @@ def test_border_relu() -> None:
     torch.testing.assert_close(out[..., 1:-1, 1:-1], torch.relu(v[..., 1:-1, 1:-1]))
     d = act.derivative(v)
     assert (d[..., 0, :] == 0).all() and torch.equal(d[..., 2, 2], (v[..., 2, 2] > 0).double())
+    # differentiable by autograd too (unrolled backpropagation, generic DEQ layers): the same derivative
+    v.requires_grad_(True)
+    (grad,) = torch.autograd.grad(act.prox(v, 0.3).sum(), v)
+    assert torch.equal(grad, d)
     with pytest.raises(mondeq.InputError):
         act.prox(torch.zeros(1, 1, 2, 2), 1.0)
 

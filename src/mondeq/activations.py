@@ -130,7 +130,9 @@ class BorderReLU(Activation):
         return m
 
     def prox(self, v: Tensor, alpha: float) -> Tensor:
-        return torch.relu(v).mul_(self.mask(v))
+        u = torch.relu(v)
+        # in place only outside autograd: relu's backward reads its output
+        return u * self.mask(v) if u.requires_grad else u.mul_(self.mask(v))
 
     def derivative(self, v: Tensor) -> Tensor:
         return (v > 0).to(v.dtype).mul_(self.mask(v))
