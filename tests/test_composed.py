@@ -18,6 +18,7 @@ from mondeq.models.composed import ComposedL2, ComposedNemon, compose
 from mondeq.models.parts import affine_inf_to_2, affine_l2, affine_rows, lipschitz_constant, part_box
 from mondeq.normalization import Normalization
 from mondeq.robustness import CertifiedLoss, certify
+from mondeq.robustness.interval import readout_box
 
 NORM1 = Normalization((0.13,), (0.31,))
 NORM2 = Normalization((0.4, 0.5), (0.2, 0.7))
@@ -155,6 +156,20 @@ def test_float32_boxes_contain_the_exact_image(part: nn.Module) -> None:
     exact = part(x.double())
     assert bool((b_lo.double() <= exact).all() and (exact <= b_hi.double()).all())
     assert bool((part(x).double() != exact).any())  # float32 did round: the check is not vacuous
+
+
+def test_float32_readout_boxes_contain_the_exact_readout() -> None:
+    """The NEMON readout's widening (:func:`readout_box`) covers its float32 rounding relative to the
+    magnitudes summed: mixed-sign states (tanh equilibria) make the pooled sums cancel, where a slack
+    relative to the result would be too small. A point box, so only the widening can contain the exact
+    float64 readout."""
+    model = NemonConv((1, 12, 12), 10, channels=3, pool=3)
+    gen = torch.Generator().manual_seed(4)
+    z = (4 * torch.randn(32, 3, 12, 12, generator=gen)).float()
+    f_lo, f_hi = readout_box(model.readout, model.readout_terms, z, z)
+    exact = model.readout(z.double())
+    assert bool((f_lo.double() <= exact).all() and (exact <= f_hi.double()).all())
+    assert bool((model.readout(z).double() != exact).any())  # float32 did round: the check is not vacuous
 
 
 def _twins() -> list[tuple[str, nn.Module, nn.Module, Normalization]]:

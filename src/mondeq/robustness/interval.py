@@ -255,21 +255,26 @@ def head_margins(head: nn.Linear, f_lo: Tensor, f_hi: Tensor, labels: Tensor | N
     return mid - spread - slack
 
 
+def readout_box(readout: Callable[[Tensor], Tensor], terms: int, z_lo: Tensor, z_hi: Tensor) -> tuple[Tensor, Tensor]:
+    """Bounds of a monotone linear ``readout`` (non-negative entries, each output a sum of ``terms`` inputs)
+    over ``[z_lo, z_hi]``, widened by its rounding: a sum rounds relative to the magnitudes it adds (``|z|``
+    through the readout), not to its result, which cancels where ``z`` changes sign (activations other than
+    ReLU)."""
+    f_lo, f_hi = readout(z_lo), readout(z_hi)
+    scale = torch.maximum(readout(z_lo.abs()), readout(z_hi.abs()))
+    slack = (terms + 2) * torch.finfo(f_lo.dtype).eps * scale
+    return f_lo - slack, f_hi + slack
+
+
 def enclosed_margins(
     embedding: Embedding | TrainableOperator, act: Activation, y_lo: Tensor, y_hi: Tensor,
     readout: Callable[[Tensor], Tensor], readout_terms: int, head: nn.Linear, tol: float = 1e-10,
 ) -> Tensor:
     """Sound lower bounds ``(B, K, K)`` of every logit difference of ``head(readout(z*))`` over the equilibria of
-    ``y ∈ [y_lo, y_hi]``: :func:`enclose`, then a monotone linear ``readout`` (non-negative entries; each output
-    a sum of ``readout_terms`` inputs, widened by its rounding), then :func:`head_margins`."""
+    ``y ∈ [y_lo, y_hi]``: :func:`enclose`, then :func:`readout_box`, then :func:`head_margins`."""
     with torch.no_grad():
         z_lo, z_hi, _ = enclose(embedding, act, y_lo, y_hi, tol)
-        f_lo, f_hi = readout(z_lo), readout(z_hi)
-        # a sum rounds relative to the magnitudes it adds (|z| through the non-negative readout), not to its
-        # result, which cancels where z changes sign (activations other than ReLU)
-        scale = torch.maximum(readout(z_lo.abs()), readout(z_hi.abs()))
-        slack = (readout_terms + 2) * torch.finfo(f_lo.dtype).eps * scale
-        return head_margins(head, f_lo - slack, f_hi + slack)
+        return head_margins(head, *readout_box(readout, readout_terms, z_lo, z_hi))
 
 
 def abs_linear(module: nn.Module) -> tuple[Callable[[Tensor], Tensor], Callable[[Tensor], Tensor], int]:
