@@ -192,7 +192,7 @@ class TrainableOperator(nn.Module, ABC):
 
     def __init__(self) -> None:
         super().__init__()
-        self._cache: tuple[tuple[float, ...], list[Tensor], FrozenOperator] | None = None
+        self._cache: tuple[tuple[float, ...], list[int], list[Tensor], FrozenOperator] | None = None
 
     def hyperparameters(self) -> tuple[float, ...]:
         """The non-tensor values ``W`` depends on (a rebuilt :meth:`frozen` when they change)."""
@@ -238,23 +238,25 @@ class TrainableOperator(nn.Module, ABC):
     def frozen(self, tensors: Sequence[Tensor] | None = None) -> FrozenOperator:
         """The :class:`FrozenOperator` at the current parameter values, rebuilt only when they change.
 
-        The cache compares values (and :meth:`hyperparameters`), not version counters, so it is also correct
-        after writes that bypass autograd's version tracking (``param.data[...] = ...``).
+        The cache compares values (and :meth:`hyperparameters`), so it is also correct after writes that
+        bypass autograd's version tracking (``param.data[...] = ...``); a tensor whose version counter moved
+        (an optimiser step) is taken as changed without the comparison and its device synchronisation.
 
         Raises:
             InputError: the parameters hold NaN or Inf.
         """
         tensors = tuple(self.tensors() if tensors is None else tensors)
+        versions = [t._version for t in tensors]
         cached = self._cache
         key = self.hyperparameters()
-        if cached is not None and cached[0] == key and _same_values(cached[1], tensors):
-            return cached[2]
+        if cached is not None and cached[0] == key and cached[1] == versions and _same_values(cached[2], tensors):
+            return cached[3]
         with torch.no_grad():
             detached = [t.detach() for t in tensors]
             if not _all(torch.isfinite(t).all() for t in detached):
                 raise InputError(f"{type(self).__name__}: the parameters hold NaN or Inf values")
             op = self.build(detached)
-            self._cache = (key, [t.clone() for t in detached], op)
+            self._cache = (key, versions, [t.clone() for t in detached], op)
         return op
 
     def __getstate__(self) -> dict:
