@@ -126,3 +126,5 @@ def test_paper_sizes_and_bad_geometry() -> None:
         MultiTierMonotone((2, 2, 2), (10, 10))
     with pytest.raises(mondeq.InputError, match="tiers"):
         MultiTierMonotone((2,), (8, 8))
+    with pytest.raises(mondeq.InputError, match="odd kernel"):
+        MultiTierMonotone((2, 2), (8, 8), kernel_size=4)

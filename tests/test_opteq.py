@@ -441,3 +441,11 @@ def test_cli_presets_and_priors(tmp_path) -> None:
     assert main(["train", "--model", "opteq-fc", "--prior-weight", "0.1", "--epochs", "1", "--no-progress"]) == 2
     assert main(["train", "--model", "fc", "--prior", "l1", "--epochs", "1", "--no-progress"]) == 2
     assert main(["train", "--model", "opteq-fc", "--gamma", "1", "--epochs", "1", "--no-progress"]) == 2
+
+
+@pytest.mark.parametrize("gamma", [0.0, -0.5, 1.0 + 1e-9, math.nan])
+def test_gamma_outside_its_interval_is_refused(gamma: float) -> None:
+    """``γ`` bounds ``‖V‖₂`` and must lie in ``(0, 1]``: both ends of the interval are checked."""
+    with pytest.raises(InputError, match=r"in \(0, 1\]"):
+        DenseOptEq(4, gamma=gamma)
+    assert DenseOptEq(4, gamma=1.0).gamma == 1.0 and DenseOptEq(4, gamma=1e-6).gamma == 1e-6
