@@ -18,7 +18,7 @@ from mondeq.models.composed import ComposedL2, ComposedNemon, compose
 from mondeq.models.parts import affine_inf_to_2, affine_l2, affine_rows, lipschitz_constant, part_box
 from mondeq.normalization import Normalization
 from mondeq.robustness import CertifiedLoss, certify
-from mondeq.robustness.interval import readout_box
+from mondeq.robustness.interval import abs_linear, readout_box
 
 NORM1 = Normalization((0.13,), (0.31,))
 NORM2 = Normalization((0.4, 0.5), (0.2, 0.7))
@@ -156,6 +156,15 @@ def test_float32_boxes_contain_the_exact_image(part: nn.Module) -> None:
     exact = part(x.double())
     assert bool((b_lo.double() <= exact).all() and (exact <= b_hi.double()).all())
     assert bool((part(x).double() != exact).any())  # float32 did round: the check is not vacuous
+
+
+def test_interval_maps_exist_only_for_zero_padded_stride_one_layers() -> None:
+    """``abs_linear``'s ``|A|`` convolution is zero-padded with stride 1: other convolutions are refused."""
+    assert abs_linear(nn.Conv2d(2, 3, 3, padding=1))[2] == 2 * 9 + 1
+    for conv in (nn.Conv2d(2, 3, 3, padding=1, padding_mode="circular"), nn.Conv2d(2, 3, 3, stride=2),
+                 nn.Conv2d(2, 3, 3, padding=1, padding_mode="reflect", stride=2)):
+        with pytest.raises(InputError, match="no interval map"):
+            abs_linear(conv)
 
 
 def test_float32_readout_boxes_contain_the_exact_readout() -> None:

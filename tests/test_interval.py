@@ -98,6 +98,9 @@ def test_enclosure_holds_sampled_and_attacked_equilibria(name: str, scale: float
     # early iterates are enclosures too (looser)
     e_lo, e_hi, _ = enclose(model.mon.operator, model.mon.activation, y_lo, y_hi, tol=1e-12, max_iter=3)
     assert bool((e_lo <= z_lo + 1e-12).all()) and bool((e_hi >= z_hi - 1e-12).all())
+    # the budget is honoured exactly: as many iterations as it took end in the same box
+    b_lo, b_hi, b_iters = enclose(model.mon.operator, model.mon.activation, y_lo, y_hi, tol=1e-12, max_iter=iters)
+    assert b_iters == iters and torch.equal(b_lo, z_lo) and torch.equal(b_hi, z_hi)
     margins = model.interval(lo, hi)
     samples = _box_samples(model, lo, hi)
     with torch.no_grad():

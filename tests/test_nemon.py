@@ -337,10 +337,14 @@ def test_a_warm_start_at_the_solution_stops_at_the_first_check(name: str) -> Non
         solve(op, ReLU(), y, solver, start=exact.z[:2])
 
 
-def test_gamma_must_be_below_one() -> None:
+def test_gamma_must_be_below_one_and_kernels_odd() -> None:
     for bad in (1.0, 2.0, float("nan")):
         with pytest.raises(InputError, match="gamma"):
             DenseNemon(3, bad)
+    for k in (2, 4, 0):  # an even kernel has no centre tap for the "same" padding
+        with pytest.raises(InputError, match="odd kernel"):
+            ConvNemon(2, (6, 6), k)
+    assert ConvNemon(2, (6, 6), 5).kernel_size == 5
 
 
 def test_backward_uses_the_pre_activation_form() -> None:

@@ -101,10 +101,15 @@ def test_norm_bound_never_below_the_exact_norm_conv(scale: float) -> None:
         assert float(eig[-1]) >= (0.8 * min(exact, 1.0)) ** 2 * (1 - 1e-4) - tol
 
 
-def test_differentiable_path_applies_the_stored_operator() -> None:
+@pytest.mark.parametrize("scale", [1.0, 0.05], ids=["normalised", "below-one"])
+def test_differentiable_path_applies_the_stored_operator(scale: float) -> None:
+    """Whether ``‖V̂‖₂`` is above 1 (``V̂`` rescaled) or below (left as it is), the differentiable ``W`` is the
+    stored one."""
     for dtype, tol in ((torch.float32, 1e-5), (F64, 1e-12)):
-        for op in (_scaled(DenseOptEq((5, 4), 0.9, dtype=dtype), 1.0, 1),
-                   _scaled(ConvOptEq((2, 3), (6, 5), 3, 0.9, dtype=dtype), 1.0, 2)):
+        for op in (_scaled(DenseOptEq((5, 4), 0.9, dtype=dtype), scale, 1),
+                   _scaled(ConvOptEq((2, 3), (6, 5), 3, 0.9, dtype=dtype), scale, 2)):
+            value = op.witness(op.tensors()).value
+            assert value > 1.5 if scale == 1.0 else value < 1.0
             z = torch.randn(3, *op.shape, dtype=dtype)
             torch.testing.assert_close(op(z), op.frozen().W(z), atol=tol, rtol=tol)
             torch.testing.assert_close(op.frozen().WT(z), op.frozen().W(z), atol=tol, rtol=tol)
