@@ -15,7 +15,7 @@ from scipy.optimize import minimize
 from mondeq import InputError
 from mondeq.activations import Activation, Identity, LeakyReLU, ReLU
 from mondeq.cli import main
-from mondeq.errors import UnprovenSolverError
+from mondeq.errors import UnprovenSolverError, UnsafeStepError
 from mondeq.implicit import solve
 from mondeq.models import OptEqConv, OptEqFC, build_model
 from mondeq.operators import DenseMonotone
@@ -454,3 +454,30 @@ def test_gamma_outside_its_interval_is_refused(gamma: float) -> None:
     with pytest.raises(InputError, match=r"in \(0, 1\]"):
         DenseOptEq(4, gamma=gamma)
     assert DenseOptEq(4, gamma=1.0).gamma == 1.0 and DenseOptEq(4, gamma=1e-6).gamma == 1e-6
+
+
+def test_conv_kernels_must_be_odd_and_fit() -> None:
+    for k in (2, 4, 0, 7):  # even (no centre tap), empty, larger than the 6 × 6 image
+        with pytest.raises(InputError, match="kernel"):
+            ConvOptEq(2, (6, 6), k)
+    assert ConvOptEq(2, (6, 6), 5).kernel_size == 5
+
+
+def test_forward_backward_on_a_symmetric_operator_takes_steps_below_two_over_L() -> None:
+    """For a symmetric ``W`` the proved bound is ``α < 2/L`` (not ``2m/L²``), strictly: with ``V = I``,
+    ``I − W ≈ 0.19·I`` and ``L`` is OptEq's bound ``1 + rounding``, so ``0.95·2/L`` is accepted (5× the
+    general ``2m/L²``) and converges, while ``2/L`` itself and beyond are refused."""
+    op = DenseOptEq(6, 0.9, dtype=F64)
+    with torch.no_grad():
+        for t in op.tensors():
+            t.copy_(torch.eye(6, dtype=F64))
+    f = op.frozen()
+    assert isinstance(f.guarantee, Symmetric) and 0.15 < f.m < 0.25 and 1.0 <= f.lipschitz < 1.0 + 1e-12
+    bound = 2.0 / f.lipschitz
+    y = torch.randn(3, 6, dtype=F64)
+    ref = solve(op, ReLU(), y, PeacemanRachford(tol=1e-12)).z
+    sol = ForwardBackward(alpha=0.95 * bound, tol=1e-10, max_iter=5000).solve(f, ReLU(), y)
+    assert sol.stats.converged and (sol.z - ref).abs().max() < 1e-8
+    for alpha in (bound, 1.01 * bound):
+        with pytest.raises(UnsafeStepError, match="not provably convergent"):
+            ForwardBackward(alpha=alpha).solve(f, ReLU(), y)
