@@ -91,6 +91,15 @@ def test_solvers_on_the_conv_operator(solver) -> None:
     torch.testing.assert_close(sol.z, ref, atol=1e-8, rtol=0)
 
 
+def test_defaults_and_bad_geometry() -> None:
+    """The paper's defaults (``m = 1``, a 3 × 3 kernel); even or oversized kernels are refused."""
+    op = ConvMonotone(2, (6, 6))
+    assert op.m == 1.0 and op.kernel_size == 3 and op.frozen().m == 1.0
+    for k, size in ((4, (6, 6)), (0, (6, 6)), (7, (6, 6)), (5, (4, 8))):
+        with pytest.raises(mondeq.InputError):
+            ConvMonotone(2, size, k)
+
+
 def test_border_relu() -> None:
     act = BorderReLU(1)
     v = torch.randn(2, 3, 5, 6, dtype=torch.float64)

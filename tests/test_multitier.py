@@ -128,3 +128,7 @@ def test_paper_sizes_and_bad_geometry() -> None:
         MultiTierMonotone((2,), (8, 8))
     with pytest.raises(mondeq.InputError, match="odd kernel"):
         MultiTierMonotone((2, 2), (8, 8), kernel_size=4)
+    for channels, k in (((2, 2), 5), ((2, 2, 2), 3)):  # the last tier is 4 × 4, then 2 × 2
+        with pytest.raises(mondeq.InputError, match="does not fit the last tier"):
+            MultiTierMonotone(channels, (8, 8), kernel_size=k)
+    assert MultiTierMonotone((2, 2), (8, 8), kernel_size=3).kernel_size == 3
