@@ -15,6 +15,7 @@ from mondeq.cli import main
 from mondeq.errors import CertificateError
 from mondeq.normalization import Normalization
 from mondeq.robustness import CertifiedLoss, certify, pgd, warm_started
+from mondeq.training import TrainConfig
 
 SMALL = ["--train-subset", "3000", "--test-subset", "300", "--hidden", "40", "--batch-size", "100",
          "--no-progress"]
@@ -110,6 +111,11 @@ def test_the_schedule_ramps_eps_and_the_clean_weight() -> None:
     assert loss.schedule(0.5) == (0.0, 1.0)
     assert loss.schedule(3.0) == pytest.approx((0.1, 0.7))
     assert loss.schedule(9.0) == pytest.approx((0.2, 0.4))
+    # the Python defaults are the command line's: one clean epoch, a 5-epoch ramp to a half-clean mix
+    cfg = TrainConfig()
+    default = CertifiedLoss("inf", 0.2, Normalization((0.0,), (1.0,)))
+    assert (default.warmup, default.ramp, default.mix) == (cfg.eps_warmup, cfg.eps_ramp, cfg.robust_mix)
+    assert default.schedule(0.99) == (0.0, 1.0) and default.schedule(3.5) == pytest.approx((0.1, 0.75))
 
 
 def test_the_lipschitz_margin_loss_is_the_margin_raised_cross_entropy() -> None:
