@@ -7,8 +7,8 @@ tolerance: mondeq with Peaceman–Rachford and its exact implicit gradient, Torc
 would use it, Anderson acceleration forward and backward with implicit differentiation (``get_deq(ift=True,
 f_solver="anderson", b_solver="anderson", f_stop_mode="rel")``), ``W``'s products in space (a matrix product,
 or the three convolutions of the parameterisation) built once per pass. The residual reported for both is
-mondeq's, ``max ‖z − σ(Wz + y)‖ / ‖z‖`` over the batch, measured after the solve. Passes alternate (A B B A
-…).
+mondeq's, ``max ‖z − σ(Wz + y)‖ / ‖z‖`` over the batch, measured after the solve. Passes alternate
+(A B B A …).
 
     python benchmarks/torchdeq_compare.py [--models fc,conv] [--tol 1e-2] [--batch-size 128] [--json]
 """
