@@ -4,6 +4,7 @@ the ℓ∞ Lipschitz bound, gradients, and the guarantee checks of every solver.
 from __future__ import annotations
 
 import math
+from fractions import Fraction
 import re
 import warnings
 
@@ -20,7 +21,7 @@ from mondeq.normalization import Normalization
 from mondeq.operators import DenseMonotone
 from mondeq.operators.dense import DenseFrozenOperator
 from mondeq.operators.guarantees import L1Contractive, LinfContractive, StronglyMonotone, Symmetric
-from mondeq.operators.nemon import ConvNemon, DenseNemon
+from mondeq.operators.nemon import ConvNemon, DenseNemon, dense_guarantee
 from mondeq.solvers import Anderson, Average, DouglasRachford, ForwardBackward, PeacemanRachford
 
 F64 = torch.float64
@@ -86,6 +87,33 @@ def test_measure_is_below_gamma_from_the_dense_matrix(kind: str, t_scale: float,
         assert mu <= g.mu + tol and g.mu <= gamma + tol
         assert g.min_diagonal == pytest.approx(diag, abs=tol)
         assert float(op.measure().detach()) == pytest.approx(g.mu, abs=tol)  # the exact-arithmetic formula
+
+
+def _exact_measure(w: torch.Tensor) -> Fraction:
+    """``μ∞(W)`` (``Δ = I``) of the stored values in exact rational arithmetic."""
+    rows = [[Fraction(float(x)) for x in row] for row in w.tolist()]
+    return max(r[i] + sum(abs(x) for j, x in enumerate(r) if j != i) for i, r in enumerate(rows))
+
+
+def test_the_reported_measure_bounds_the_exact_one_of_badly_scaled_rows() -> None:
+    """The guarantee's μ is at least the exact measure of the stored matrix although float64 loses a summand:
+    rows ``(−2²⁰, 2²⁰ − 2⁻⁴, 2⁻⁴⁰)`` (cyclic) sum to ``2²¹ − 2⁻⁴`` in float64 (2⁻⁴⁰ is below half an ulp of 2²⁰,
+    whatever the order), so the computed measure ``−2⁻⁴`` is 2⁻⁴⁰ below the exact one; the rounding slack,
+    relative to the rows' magnitude ``2²¹``, covers it. Random badly scaled float32 rows as well."""
+    big, small = 2.0**20, 2.0**-40
+    w = torch.tensor([[-big, big - 2.0**-4, small], [small, -big, big - 2.0**-4], [big - 2.0**-4, small, -big]])
+    ones = torch.ones(3)
+    computed, _ = _measure(w.double(), ones.double())
+    exact = _exact_measure(w)
+    assert Fraction(computed) < exact == Fraction(-(2**-4)) + Fraction(small)  # float64 alone is unsound here
+    mu = dense_guarantee(w, ones).mu
+    assert Fraction(mu) >= exact
+    assert mu - float(exact) < 1e-6  # and the slack stays a rounding allowance
+    gen = torch.Generator().manual_seed(0)
+    for scale in (1e-6, 1.0, 1e2, 1e4):  # larger: float32 rounds the diagonal by more than 1 − γ
+        t = torch.randn(24, 24, generator=gen) * scale * torch.logspace(-6, 0, 24)[torch.randperm(24, generator=gen)]
+        w = torch.diag(0.5 - t.abs().sum(1)) + t  # the NEMON form with γ = 0.5, rounded to float32
+        assert Fraction(dense_guarantee(w, torch.ones(24)).mu) >= _exact_measure(w)
 
 
 def test_a_nemon_matrix_need_not_be_l2_monotone() -> None:
