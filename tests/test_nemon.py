@@ -4,9 +4,9 @@ the ℓ∞ Lipschitz bound, gradients, and the guarantee checks of every solver.
 from __future__ import annotations
 
 import math
-from fractions import Fraction
 import re
 import warnings
+from fractions import Fraction
 
 import pytest
 import torch
