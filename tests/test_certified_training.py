@@ -61,6 +61,17 @@ def test_interval_training_certifies_and_no_attack_breaks_it(nemon_runs: dict[st
     assert l2["interval_certified_acc"] == at[0.05]["interval_certified_acc"]
 
 
+def test_the_interval_solves_are_counted_apart_from_the_clean_ones(nemon_runs: dict[str, Path]) -> None:
+    """Each epoch's metrics count the embedded equilibria of the interval bound on their own, from the first
+    epoch with ε > 0 (none during the clean warm-up, none in plain training)."""
+    rows = [json.loads(line) for line in (nemon_runs["ibp"].parent / "metrics.jsonl").read_text().splitlines()]
+    assert "interval_fwd_iters" not in rows[0]  # the clean warm-up epoch
+    for r in rows[1:]:
+        assert r["interval_fwd_iters"] >= 2 and r["interval_bwd_iters"] >= 2 and r["fwd_iters"] >= 2
+    plain = (nemon_runs["plain"].parent / "metrics.jsonl").read_text()
+    assert "interval_fwd_iters" not in plain
+
+
 def test_a_contradicted_certificate_is_an_error(nemon_runs: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
     import importlib
 

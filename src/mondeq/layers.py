@@ -23,7 +23,9 @@ class EquilibriumLayer(nn.Module):
         eval_solver: a solver for evaluation mode (``None``: ``solver``).
 
     After each call :attr:`last_solve` holds the forward statistics, and the backward ones once
-    ``backward()`` has run. With :attr:`warm_start` set, each solve starts from the previous call's
+    ``backward()`` has run; :attr:`last_interval_solve` those of the embedded (interval) equilibrium that
+    certified training solved after the call (:func:`~mondeq.robustness.interval.interval_equilibrium`), or
+    ``None``. With :attr:`warm_start` set, each solve starts from the previous call's
     equilibrium when the batch has the same shape (an attack's steps: the equilibrium is the same, the solve
     shorter).
     """
@@ -45,6 +47,7 @@ class EquilibriumLayer(nn.Module):
         self.backward_method = backward or ImplicitBackward()
         self.eval_solver = eval_solver
         self.last_solve: SolveRecord | None = None
+        self.last_interval_solve: SolveRecord | None = None
         self.warm_start = False
         self._last: Tensor | None = None
 
@@ -52,6 +55,7 @@ class EquilibriumLayer(nn.Module):
         y = self.input_map(x)
         solver = self.solver if self.training or self.eval_solver is None else self.eval_solver
         self.last_solve = record = SolveRecord()
+        self.last_interval_solve = None
         start = self._last if self.warm_start else None
         z = equilibrium(self.operator, self.activation, y, solver, self.backward_method, record, start)
         self._last = z.detach() if self.warm_start else None

@@ -34,7 +34,7 @@ from torch import Tensor, nn
 
 from ..activations import Activation
 from ..errors import InputError
-from ..implicit import equilibrium
+from ..implicit import SolveRecord, equilibrium
 from ..operators.base import FrozenOperator, TrainableOperator
 from ..operators.dense import DenseFrozenOperator
 from ..operators.guarantees import LinfContractive
@@ -231,10 +231,12 @@ def interval_equilibrium(
     layer: EquilibriumLayer, y_lo: Tensor, y_hi: Tensor
 ) -> tuple[Tensor, Tensor]:
     """``(z̲, z̄)``, the embedded equilibrium of an equilibrium layer over ``y ∈ [y_lo, y_hi]``, differentiable
-    (the layer's solver and backward on the embedded operator): the bound certified training minimises."""
+    (the layer's solver and backward on the embedded operator): the bound certified training minimises. The
+    statistics of its solves go to ``layer.last_interval_solve``."""
     emb = MixedMonotoneEmbedding(layer.operator)
     solver = layer.solver if layer.training or layer.eval_solver is None else layer.eval_solver
-    z = equilibrium(emb, layer.activation, torch.cat([y_lo, y_hi], 1), solver, layer.backward_method)
+    layer.last_interval_solve = record = SolveRecord()
+    z = equilibrium(emb, layer.activation, torch.cat([y_lo, y_hi], 1), solver, layer.backward_method, record)
     return _halves(z)
 
 

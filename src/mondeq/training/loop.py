@@ -82,24 +82,31 @@ class _SolveTally:
 
     fwd: float = 0.0
     bwd: float = 0.0
+    interval_fwd: float = 0.0  # the embedded equilibria of certified training
+    interval_bwd: float = 0.0
     solves: int = 0
     missed: int = 0
     worst: float = 0.0  # the largest final residual of a solve that missed its tolerance
 
     def add(self, model: nn.Module) -> None:
-        """Count the solves of the model's last call (and of its backward pass, once it has run)."""
+        """Count the solves of the model's last call and of its interval bound (with their backward passes, once
+        they have run)."""
         for layer in equilibrium_layers(model):
-            rec = layer.last_solve
-            if rec is None:
-                continue
-            self.fwd += rec.forward.iterations if rec.forward is not None else 0
-            self.bwd += rec.backward.iterations if rec.backward is not None else 0
-            for stats in (rec.forward, rec.backward):
-                if stats is not None:
-                    self.solves += 1
-                    if not stats.converged:
-                        self.missed += 1
-                        self.worst = max(self.worst, stats.max_residual)
+            for rec, interval in ((layer.last_solve, False), (layer.last_interval_solve, True)):
+                if rec is None:
+                    continue
+                fwd = rec.forward.iterations if rec.forward is not None else 0
+                bwd = rec.backward.iterations if rec.backward is not None else 0
+                if interval:
+                    self.interval_fwd, self.interval_bwd = self.interval_fwd + fwd, self.interval_bwd + bwd
+                else:
+                    self.fwd, self.bwd = self.fwd + fwd, self.bwd + bwd
+                for stats in (rec.forward, rec.backward):
+                    if stats is not None:
+                        self.solves += 1
+                        if not stats.converged:
+                            self.missed += 1
+                            self.worst = max(self.worst, stats.max_residual)
 
 
 @contextlib.contextmanager
@@ -324,8 +331,9 @@ def fit(
         if scheduler is not None and schedule_per == "epoch":
             scheduler.step()
         train_time = time.perf_counter() - start
-        loss_sum, correct, fwd_sum, bwd_sum, solves, missed = ranks.sum(
-            [totals["loss"], totals["correct"], tally.fwd, tally.bwd, tally.solves, tally.missed]
+        loss_sum, correct, fwd_sum, bwd_sum, ifwd_sum, ibwd_sum, solves, missed = ranks.sum(
+            [totals["loss"], totals["correct"], tally.fwd, tally.bwd, tally.interval_fwd, tally.interval_bwd,
+             tally.solves, tally.missed]
         )
         n = totals["n"]
         metrics: dict[str, Any] = {
@@ -334,6 +342,8 @@ def fit(
             "train_acc": correct / n,
             "fwd_iters": fwd_sum / (steps * ranks.world),
             "bwd_iters": bwd_sum / (steps * ranks.world),
+            **({"interval_fwd_iters": ifwd_sum / (steps * ranks.world),
+                "interval_bwd_iters": ibwd_sum / (steps * ranks.world)} if ifwd_sum else {}),
             "missed_solves": round(missed),
             "worst_residual": ranks.max(tally.worst),
             **(evaluate(model, test, prepare=prepare, batch_size=test_batch_size, device=device, ranks=ranks)
@@ -343,9 +353,11 @@ def fit(
         }
         history.append(metrics)
         tested = f"  test acc {100 * metrics['test_acc']:.2f}%" if test is not None else ""
+        interval = (f"interval fwd {metrics['interval_fwd_iters']:.1f} bwd {metrics['interval_bwd_iters']:.1f}  "
+                    if ifwd_sum else "")
         log(f"epoch {epoch:>3}/{epochs}  train loss {metrics['train_loss']:.4f}  "
             f"train acc {100 * metrics['train_acc']:.2f}%{tested}  "
-            f"iterations fwd {metrics['fwd_iters']:.1f} bwd {metrics['bwd_iters']:.1f}  "
+            f"iterations fwd {metrics['fwd_iters']:.1f} bwd {metrics['bwd_iters']:.1f}  {interval}"
             f"{metrics['epoch_time_s']:.1f} s")
         if metrics["missed_solves"] or metrics.get("test_missed_solves"):
             tols = "/".join(sorted({f"{layer.solver.tol:g}" for layer in equilibrium_layers(model)}))
