@@ -28,6 +28,10 @@ from mondeq.solvers import Anderson
 from mondeq.training import model_from_checkpoint
 
 
+def _name(kind: str, solver: str) -> str:
+    return f"{kind}_{solver}" if solver else kind
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--checkpoint", required=True)
@@ -53,7 +57,7 @@ def main() -> None:
     images, labels = splits.test_images, splits.test_labels  # real images; the step does not learn from them
     layer = single_layer(model)
     base = layer.solver.base if isinstance(layer.solver, Anderson) else layer.solver
-    solvers = {"": layer.solver} if not args.anderson_ab else {" (base)": base, " (Anderson)": Anderson(base)}
+    solvers = {"": layer.solver} if not args.anderson_ab else {"base": base, "anderson": Anderson(base)}
     iterations: dict[str, list[int]] = {}
 
     def step(i: int, robust: bool, solver: str = next(iter(solvers))) -> float:
@@ -67,7 +71,7 @@ def main() -> None:
         loss.backward()
         elapsed = time.perf_counter() - start
         record = layer.last_interval_solve if robust and norm == "inf" else layer.last_solve  # the costly solves
-        key = ("certified" if robust else "plain") + solver
+        key = _name("certified" if robust else "plain", solver)
         if record is not None:
             iterations.setdefault(key, []).extend(s.iterations for s in (record.forward, record.backward) if s)
         return elapsed
@@ -75,7 +79,7 @@ def main() -> None:
     count = len(labels) // args.batch_size
     if count == 0:
         raise SystemExit(f"the checkpoint's test split has fewer than {args.batch_size} images: lower --batch-size")
-    variants = [(kind + solver, kind == "certified", solver) for solver in solvers for kind in ("plain", "certified")]
+    variants = [(_name(kind, s), kind == "certified", s) for s in solvers for kind in ("plain", "certified")]
     for _, robust, solver in variants:  # warm-up
         step(0, robust, solver)
     iterations.clear()
@@ -93,14 +97,14 @@ def main() -> None:
     print(f"median of {len(rows[variants[0][0]])} alternated steps, batch {args.batch_size}, "
           f"{result['threads']} threads; {norm} certified loss at eps {eps}, mix {mix}")
     for solver in solvers:
-        plain, cert = result[f"plain{solver}_median_s"], result[f"certified{solver}_median_s"]
-        result[f"ratio{solver}"] = cert / plain
-        print(f"certified / plain step{solver}: {cert / plain:.2f}× ({1e3 * cert:.1f} ms / {1e3 * plain:.1f} ms; "
-              f"{result[f'certified{solver}_iterations']:.1f} / {result[f'plain{solver}_iterations']:.1f} "
-              "iterations per solve; interval solves for inf)")
+        plain, cert = (result[f"{_name(kind, solver)}_median_s"] for kind in ("plain", "certified"))
+        result[_name("ratio", solver)] = cert / plain
+        print(f"certified / plain step{f' ({solver})' if solver else ''}: {cert / plain:.2f}× ({1e3 * cert:.1f} ms / "
+              f"{1e3 * plain:.1f} ms; {result[_name('certified', solver) + '_iterations']:.1f} / "
+              f"{result[_name('plain', solver) + '_iterations']:.1f} iterations per solve, the interval ones for inf)")
     if args.anderson_ab:
         for kind in ("plain", "certified"):
-            ratio = result[f"{kind} (base)_median_s"] / result[f"{kind} (Anderson)_median_s"]
+            ratio = result[f"{kind}_base_median_s"] / result[f"{kind}_anderson_median_s"]
             result[f"anderson_speedup_{kind}"] = ratio
             print(f"Anderson speed-up of the {kind} step: {ratio:.2f}×")
     if args.json:
