@@ -79,7 +79,8 @@ def _train_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--prior-weight", type=float, help="OptEq: the prior's λ (l1) or bound (box) (default 1)")
     p.add_argument("--solver", choices=sorted(SOLVERS),
                    help="default: the family's (pr for monDEQ and OptEq, avg, the average iteration, for NEMON)")
-    p.add_argument("--anderson", action="store_true", help="Anderson-accelerate the solver")
+    p.add_argument("--anderson", action=argparse.BooleanOptionalAction,
+                   help="Anderson-accelerate the solver (--no-anderson: not, where a preset does)")
     p.add_argument("--alpha", type=_step,
                    help="solver step size, or auto: 1/√(mL) for pr and dr from the operator's m and L = ‖I − W‖₂ "
                         "(default: the solver's, 1 for pr and dr)")
