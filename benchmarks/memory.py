@@ -33,13 +33,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-MODELS = {
-    "mnist-fc": ("fc", "mnist"),
-    "mnist-conv": ("conv", "mnist"),
-    "mnist-multitier": ("multitier", "mnist"),
-    "cifar10-conv": ("conv", "cifar10"),
-    "cifar10-multitier": ("multitier", "cifar10"),
-}
+from compare_step import MODELS  # the same model names and sizes
+
 VARIANTS = {
     "default": {},
     "mmap-threshold": {"MALLOC_MMAP_THRESHOLD_": str(1 << 20)},
