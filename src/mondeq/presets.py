@@ -57,6 +57,8 @@ PRESETS: dict[str, Preset] = {
     "mnist-fc": Preset("98.1 ± 0.1%", "fc", "mnist", 40, 1e-3, {"lr_step": 10}),
     "mnist-conv": Preset("99.1 ± 0.1%", "conv", "mnist", 40, 1e-3, {"lr_step": 10}),
     "mnist-multitier": Preset("99.0 ± 0.1%", "multitier", "mnist", 40, 1e-3, {"lr_step": 10}),
+    "mnist-multitier-fast": Preset("99.0 ± 0.1%", "multitier", "mnist", 5, 3e-3,
+                                   {"schedule": "one-cycle", "augment_pad": 1}),
     "mnist-conv-fast": Preset("99.1 ± 0.1%", "conv", "mnist", 5, 3e-3, {"schedule": "one-cycle", "augment_pad": 1}),
     "cifar10-conv": Preset("74.0 ± 0.1%", "conv", "cifar10", 40, 1e-3, {"lr_step": 25}),
     "cifar10-multitier": Preset("72.0 ± 0.3%", "multitier", "cifar10", 40, 1e-2, {"lr_step": 10}),
