@@ -85,6 +85,49 @@ def test_embedding_is_the_split_of_W_and_keeps_its_measure(name: str) -> None:
 
 
 @pytest.mark.parametrize("name", list(KINDS))
+def test_the_solves_apply_the_embedding_by_centre_and_half_width(name: str) -> None:
+    """The frozen ``W_e`` the training solves use (``Wc ∓ Ar`` from the box's centre and half-width) equals the
+    stacked matrix the enclosure iterates, and so do its transpose and the parameter gradient of
+    ``⟨u, W_e z⟩``. Each of the two computations of an entry is within ``(k + 8)u`` times ``|W|(|z̲| + |z̄|)``
+    of the exact value (``k`` terms per dot product, a few scalings and sums; ``u`` the unit round-off), so
+    twice that bounds their difference; a sign slip in ``A`` or in ``∓`` is off by whole entries of ``W``."""
+    from mondeq.robustness import embed
+    from mondeq.robustness.interval import _conv_W, _split_dense, _split_kernel
+
+    model = _model(name, 4.0, gamma=0.3)
+    op = model.mon.operator
+    emb = MixedMonotoneEmbedding(op)
+    stacked = embed(op)
+    gen = torch.Generator().manual_seed(4)
+    z = torch.randn(5, *emb.shape, generator=gen, dtype=torch.float64) * torch.logspace(-3, 3, 5).view(
+        -1, *[1] * len(emb.shape)).double()
+    lo, hi = z.chunk(2, dim=1)
+    both = torch.cat([lo.abs() + hi.abs()] * 2, 1)
+    u = torch.finfo(torch.float64).eps / 2
+    for apply, reference, magnitude in [(emb.frozen().W, stacked.op.W, stacked.absolute.W),
+                                        (emb.frozen().WT, stacked.op.WT, stacked.absolute.WT)]:
+        bound = 2 * (stacked.terms + 8) * u * magnitude(both)
+        error = (apply(z) - reference(z)).abs()
+        assert bool((error <= bound).all()) and float(bound.max()) < 1e-9 * float(reference(z).abs().max())
+    tensors = emb.tensors()
+    weights = torch.randn(z.shape, generator=gen, dtype=torch.float64)
+    if hasattr(op, "T"):
+        def by_stacked(t: tuple[torch.Tensor, ...]) -> torch.Tensor:
+            return z @ _split_dense(op.weight(t)).T
+    else:
+        def by_stacked(t: tuple[torch.Tensor, ...]) -> torch.Tensor:
+            kernel, delta = t
+            shift = op.gamma - kernel.abs().sum(dim=(1, 2, 3))
+            return _conv_W(_split_kernel(kernel), shift.repeat(2), torch.exp(delta).repeat(2).view(-1, 1, 1), z)
+    leaves = [t.detach().requires_grad_(True) for t in tensors]
+    expected = torch.autograd.grad(by_stacked(tuple(leaves)), leaves, weights)
+    found = emb.vjp(tensors, z, weights, [True] * len(tensors))
+    for g, e in zip(found, expected, strict=True):
+        assert g is not None
+        torch.testing.assert_close(g, e, rtol=1e-9, atol=1e-9 * float(e.abs().max()))
+
+
+@pytest.mark.parametrize("name", list(KINDS))
 @pytest.mark.parametrize("scale", [0.5, 6.0])
 def test_enclosure_holds_sampled_and_attacked_equilibria(name: str, scale: float) -> None:
     model = _model(name, scale)

@@ -9,7 +9,10 @@ entries, ``N`` the negative off-diagonal ones. The embedded equilibrium
 is that of ``W_e = [[P, N], [N, P]]`` on twice the state. ``P`` and ``N`` share out ``W``'s off-diagonal
 entries, so every row of ``Δ_e W_e Δ_e⁻¹`` (``Δ_e = diag(Δ, Δ)``) has the measure of ``W``'s row and the same
 diagonal: ``W_e`` is a NEMON operator with ``W``'s guarantee, solved (average iteration) and differentiated
-(implicit backward) like one. That is the certified-training bound.
+(implicit backward) like one. That is the certified-training bound. The solves apply ``W_e`` through the box's
+centre ``c = (z̲ + z̄)/2`` and half-width ``r = (z̄ − z̲)/2``: ``W_e(z̲, z̄) = (Wc − Ar, Wc + Ar)`` with
+``A = P − N`` (``W``'s diagonal, ``|W|`` off it), two products of ``W``'s size instead of one with twice its
+rows and columns (half the multiply–adds; ``Aᵀ`` likewise for ``W_eᵀ``).
 
 **Enclosure, whatever the tolerance.** With ``α ≤ α*`` the map ``t(zᵢ, r) = (1 − α)zᵢ + ασ(Wᵢᵢzᵢ + r)`` is
 non-decreasing in ``zᵢ`` (its slope is at least ``1 − α(1 − min(Wᵢᵢ, 0)) ≥ 0`` for ``σ`` slope-restricted in
@@ -24,6 +27,7 @@ rounding (``γₖ = k·u`` per dot product of ``k`` terms, with a few roundings 
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, NamedTuple
@@ -52,16 +56,57 @@ def _split_dense(w: Tensor) -> Tensor:
     return torch.cat([torch.cat([p, n], 1), torch.cat([n, p], 1)], 0)
 
 
-def _split_kernel(kernel: Tensor) -> Tensor:
-    """The embedded kernel of a NEMON convolution: the centre tap of ``K[o, o]`` (the diagonal) stays in ``P``
-    whatever its sign."""
+def _centre_mask(kernel: Tensor) -> Tensor:
+    """``True`` at the centre tap of ``K[o, o]``: a NEMON convolution's diagonal."""
     c, k = kernel.shape[0], kernel.shape[-1]
     mask = torch.zeros_like(kernel, dtype=torch.bool)
     idx = torch.arange(c, device=kernel.device)
     mask[idx, idx, k // 2, k // 2] = True
+    return mask
+
+
+def _split_kernel(kernel: Tensor) -> Tensor:
+    """The embedded kernel of a NEMON convolution: the centre tap of ``K[o, o]`` (the diagonal) stays in ``P``
+    whatever its sign."""
+    mask = _centre_mask(kernel)
     p = torch.where(mask, kernel, kernel.clamp(min=0.0))
     n = torch.where(mask, torch.zeros_like(kernel), kernel.clamp(max=0.0))
     return torch.cat([torch.cat([p, n], 1), torch.cat([n, p], 1)], 0)
+
+
+def _spread(w: Tensor, diagonal: Tensor) -> Tensor:
+    """``A = P − N``: ``w`` where ``diagonal`` holds, ``|w|`` elsewhere (differentiable)."""
+    return torch.where(diagonal, w, w.abs())
+
+
+def _by_centre(z: Tensor, apply_w: Callable[[Tensor], Tensor], apply_a: Callable[[Tensor], Tensor]) -> Tensor:
+    """``(Wc − Ar, Wc + Ar)`` for the stacked ``z = (z̲, z̄)``: ``W_e z`` (``W_eᵀ z`` from ``Wᵀ`` and ``Aᵀ``)."""
+    lo, hi = z.chunk(2, dim=1)
+    mid, spread = apply_w((hi + lo) * 0.5), apply_a((hi - lo) * 0.5)
+    return torch.cat([mid - spread, mid + spread], 1)
+
+
+def _conv_W(kernel: Tensor, shift: Tensor, weights: Tensor, z: Tensor) -> Tensor:
+    u = z * weights
+    return (F.conv2d(u, kernel, padding=kernel.shape[-1] // 2) + shift.view(-1, 1, 1) * u) / weights
+
+
+class _EmbeddedFrozenOperator(FrozenOperator):
+    """The frozen ``W_e`` of a NEMON operator, applied by :func:`_by_centre` from frozen ``W`` and ``A`` (which
+    has ``W``'s diagonal and row measures, so both carry ``W``'s guarantee); ``guarantee`` is ``W_e``'s."""
+
+    def __init__(self, w: FrozenOperator, a: FrozenOperator, guarantee: LinfContractive) -> None:
+        first, *rest = w.shape
+        super().__init__(guarantee, (2 * first, *rest), w.dtype, w.device)
+        self.w, self.a = w, a
+
+    def W(self, z: Tensor, add: Tensor | None = None) -> Tensor:
+        out = _by_centre(z, self.w.W, self.a.W)
+        return out if add is None else out.add_(add)
+
+    def WT(self, z: Tensor, add: Tensor | None = None) -> Tensor:
+        out = _by_centre(z, self.w.WT, self.a.WT)
+        return out if add is None else out.add_(add)
 
 
 class MixedMonotoneEmbedding(TrainableOperator):
@@ -91,25 +136,39 @@ class MixedMonotoneEmbedding(TrainableOperator):
     def tensors(self) -> tuple[Tensor, ...]:
         return self.base.tensors()
 
-    def _conv_parts(self, tensors: Sequence[Tensor]) -> tuple[Tensor, Tensor, Tensor]:
+    def _conv_parts(self, tensors: Sequence[Tensor]) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """``(K, A's kernel, shift, Δ)`` of a NEMON convolution."""
         kernel, delta = tensors
         shift = self.base.gamma - kernel.abs().sum(dim=(1, 2, 3))
-        weights = torch.exp(delta).view(-1, 1, 1)
-        return _split_kernel(kernel), shift.repeat(2), weights.repeat(2, 1, 1)
+        return kernel, _spread(kernel, _centre_mask(kernel)), shift, torch.exp(delta).view(-1, 1, 1)
 
     def apply_W(self, tensors: Sequence[Tensor], z: Tensor) -> Tensor:
         if isinstance(self.base, DenseNemon):
-            return z @ _split_dense(self.base.weight(tensors)).T
-        kernel, shift, weights = self._conv_parts(tensors)
-        u = z * weights
-        return (F.conv2d(u, kernel, padding=kernel.shape[-1] // 2) + shift.view(-1, 1, 1) * u) / weights
+            w = self.base.weight(tensors)
+            a = _spread(w, torch.eye(w.shape[0], dtype=torch.bool, device=w.device))
+            return _by_centre(z, lambda c: c @ w.T, lambda r: r @ a.T)
+        kernel, spread, shift, weights = self._conv_parts(tensors)
+        return _by_centre(z, lambda c: _conv_W(kernel, shift, weights, c), lambda r: _conv_W(spread, shift, weights, r))
 
     def build(self, tensors: Sequence[Tensor]) -> FrozenOperator:
         if isinstance(self.base, DenseNemon):
-            w = _split_dense(self.base.weight(tensors))
-            return DenseFrozenOperator(w, guarantee=dense_guarantee(w, torch.exp(tensors[1]).repeat(2)))
-        kernel, shift, weights = self._conv_parts(tensors)
-        return ConvNemonFrozenOperator(kernel, weights, shift, self.shape, conv_guarantee(kernel, shift, weights))
+            w = self.base.weight(tensors)
+            g = dense_guarantee(w, torch.exp(tensors[1]))
+            a = _spread(w, torch.eye(w.shape[0], dtype=torch.bool, device=w.device))
+            parts: tuple[FrozenOperator, FrozenOperator] = (DenseFrozenOperator(w, guarantee=g),
+                                                            DenseFrozenOperator(a, guarantee=g))
+        else:
+            kernel, spread, shift, weights = self._conv_parts(tensors)
+            g = conv_guarantee(kernel, shift, weights)
+            shape = self.base.shape
+            parts = (ConvNemonFrozenOperator(kernel, weights, shift, shape, g),
+                     ConvNemonFrozenOperator(spread, weights, shift, shape, g))
+        return _EmbeddedFrozenOperator(*parts, dataclasses.replace(g, weights=_stacked(g.weights)))
+
+
+def _stacked(weights: Tensor) -> Tensor:
+    """The weights ``Δ_e = diag(Δ, Δ)`` of ``W_e``, from ``W``'s (one per row, or ``(c, 1, 1)``)."""
+    return weights.repeat(2, *[1] * (weights.dim() - 1))
 
 
 class Embedding(NamedTuple):
@@ -126,12 +185,17 @@ def _dense_embedding(op: DenseFrozenOperator) -> Embedding:
 
 
 def embed(operator: TrainableOperator) -> Embedding:
-    """The frozen embedding of a NEMON operator at its current parameters."""
-    op = MixedMonotoneEmbedding(operator).frozen()
-    if isinstance(op, DenseFrozenOperator):
-        return _dense_embedding(op)
-    assert isinstance(op, ConvNemonFrozenOperator)
-    absolute = ConvNemonFrozenOperator(op.kernel.abs(), op.scale, op.shift.abs().flatten(), op.shape, op.guarantee)
+    """The frozen embedding of a NEMON operator at its current parameters, applied as the stacked ``W_e`` (the
+    rounding bound of :func:`enclose` is that of its plain dot products)."""
+    emb = MixedMonotoneEmbedding(operator).frozen()
+    assert isinstance(emb, _EmbeddedFrozenOperator)
+    g, w = emb.guarantee, emb.w
+    if isinstance(w, DenseFrozenOperator):
+        return _dense_embedding(DenseFrozenOperator(_split_dense(w.weight), guarantee=g))
+    assert isinstance(w, ConvNemonFrozenOperator)
+    scale, shift = _stacked(w.scale), w.shift.flatten().repeat(2)
+    op = ConvNemonFrozenOperator(_split_kernel(w.kernel), scale, shift, emb.shape, g)
+    absolute = ConvNemonFrozenOperator(op.kernel.abs(), scale, shift.abs(), emb.shape, g)
     return Embedding(op, absolute, op.kernel[0].numel() + 1)
 
 
