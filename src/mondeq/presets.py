@@ -61,6 +61,8 @@ PRESETS: dict[str, Preset] = {
                                    {"schedule": "one-cycle", "augment_pad": 1}),
     "mnist-conv-fast": Preset("99.1 ± 0.1%", "conv", "mnist", 5, 3e-3, {"schedule": "one-cycle", "augment_pad": 1}),
     "cifar10-conv": Preset("74.0 ± 0.1%", "conv", "cifar10", 40, 1e-3, {"lr_step": 25}),
+    "cifar10-conv-fast": Preset("74.0 ± 0.1%", "conv", "cifar10", 4, 3e-3,
+                                {"schedule": "one-cycle", "augment_flip": True}),
     "cifar10-multitier": Preset("72.0 ± 0.3%", "multitier", "cifar10", 40, 1e-2, {"lr_step": 10}),
     "cifar10-conv-large": Preset("82.0 ± 0.3%", "conv-large", "cifar10", 65, 1e-2,
                                  {"schedule": "one-cycle", **_AUGMENT}),
