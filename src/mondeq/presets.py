@@ -11,8 +11,9 @@ no accuracy table that this library reproduces, so those presets list none. The 
 the monDEQ recipe of the same dataset (Peaceman–Rachford included) with the default ``γ = 0.95``; the paper's
 abstract reports no table either. The certified-training presets (``mnist-nemon-fc-ibp``: the interval-bound
 loss at ``ε = 0.15``; ``mnist-fc-lmt``: the Lipschitz-margin loss at ℓ2 ``ε = 1``) train 25 epochs at batch
-100, decay ×0.1 after 20, with one clean epoch and a 10-epoch ramp to a half-clean mix. Pass ``--data-dir`` for the
-data; explicit options override a preset.
+100, decay ×0.1 after 20, with one clean epoch and a 10-epoch ramp to a half-clean mix; the interval-bound one
+Anderson-accelerates its average iteration (1.7× faster certified steps, docs/certified.md). Pass ``--data-dir``
+for the data; explicit options override a preset.
 """
 
 from __future__ import annotations
@@ -74,7 +75,7 @@ PRESETS: dict[str, Preset] = {
     "mnist-nemon-conv": Preset("none reported", "nemon-conv", "mnist", 40, 1e-3, _NEMON_CONV, _NEMON),
     "cifar10-nemon-conv": Preset("none reported", "nemon-conv", "cifar10", 40, 1e-3, _NEMON_CONV, _NEMON),
     "mnist-nemon-fc-ibp": Preset("none reported", "nemon-fc", "mnist", 25, 1e-3,
-                                 {**_CERTIFIED, "certified_train": "inf", "train_eps": 0.15}, _NEMON),
+                                 {**_CERTIFIED, "certified_train": "inf", "train_eps": 0.15, "anderson": True}, _NEMON),
     "mnist-fc-lmt": Preset("none reported", "fc", "mnist", 25, 1e-3,
                            {**_CERTIFIED, "certified_train": "2", "train_eps": 1.0}),
     "mnist-opteq-fc": Preset("none reported", "opteq-fc", "mnist", 40, 1e-3, {"lr_step": 10}, _OPTEQ),
