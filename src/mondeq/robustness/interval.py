@@ -79,6 +79,11 @@ def _spread(w: Tensor, diagonal: Tensor) -> Tensor:
     return torch.where(diagonal, w, w.abs())
 
 
+def _dense_spread(w: Tensor) -> Tensor:
+    """``A = P − N`` of a dense ``W``."""
+    return _spread(w, torch.eye(w.shape[0], dtype=torch.bool, device=w.device))
+
+
 def _by_centre(z: Tensor, apply_w: Callable[[Tensor], Tensor], apply_a: Callable[[Tensor], Tensor]) -> Tensor:
     """``(Wc − Ar, Wc + Ar)`` for the stacked ``z = (z̲, z̄)``: ``W_e z`` (``W_eᵀ z`` from ``Wᵀ`` and ``Aᵀ``)."""
     lo, hi = z.chunk(2, dim=1)
@@ -145,7 +150,7 @@ class MixedMonotoneEmbedding(TrainableOperator):
     def apply_W(self, tensors: Sequence[Tensor], z: Tensor) -> Tensor:
         if isinstance(self.base, DenseNemon):
             w = self.base.weight(tensors)
-            a = _spread(w, torch.eye(w.shape[0], dtype=torch.bool, device=w.device))
+            a = _dense_spread(w)
             return _by_centre(z, lambda c: c @ w.T, lambda r: r @ a.T)
         kernel, spread, shift, weights = self._conv_parts(tensors)
         return _by_centre(z, lambda c: _conv_W(kernel, shift, weights, c), lambda r: _conv_W(spread, shift, weights, r))
@@ -154,7 +159,7 @@ class MixedMonotoneEmbedding(TrainableOperator):
         if isinstance(self.base, DenseNemon):
             w = self.base.weight(tensors)
             g = dense_guarantee(w, torch.exp(tensors[1]))
-            a = _spread(w, torch.eye(w.shape[0], dtype=torch.bool, device=w.device))
+            a = _dense_spread(w)
             parts: tuple[FrozenOperator, FrozenOperator] = (DenseFrozenOperator(w, guarantee=g),
                                                             DenseFrozenOperator(a, guarantee=g))
         else:
