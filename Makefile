@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)  ## train the default model (fully connected monDEQ) on the embedded mnist-mini
-	$(BIN)/mondeq train --out runs/demo
+	$(BIN)/mondeq train --out runs/demo --overwrite
 
 test: $(STAMP)  ## the whole test suite
 	$(BIN)/python -m pytest -q

@@ -41,7 +41,7 @@ def main(family: str = "nemon", epochs: int = 4, out: str = "runs/custom-model",
     loss.check(model)  # refuses, in one line, a model whose family has no such bound
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
     fit(model, train, test, epochs=epochs // 2, optimizer=opt, loss=loss, prepare=splits.normalize, out=out,
-        progress=False)
+        overwrite=True, progress=False)  # a demonstration: it starts again each time it runs
     fit(model, train, test, epochs=epochs, optimizer=opt, loss=loss, prepare=splits.normalize, out=out,
         resume=True, progress=False)  # continues where the first call stopped, as after an interruption
 

@@ -357,6 +357,37 @@ def test_eval_and_checkpoint_errors(tmp_path: Path) -> None:
     assert code == 2 and ckpt.read_bytes() == good[:100]
 
 
+def test_a_run_in_out_is_never_lost_to_a_mistake(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    small = ["--epochs", "1", "--train-subset", "64", "--test-subset", "32", "--no-progress"]
+    out = tmp_path / "run"
+    assert main(["train", *small, "--seed", "7", "--out", str(out)]) == 0
+    files = {p.name: p.read_bytes() for p in out.iterdir()}
+    capsys.readouterr()
+
+    def refused(args: list[str], message: str) -> None:
+        assert main(args) == 2
+        lines = capsys.readouterr().err.strip().splitlines()
+        assert len(lines) == 1 and message in lines[0], lines
+        assert {p.name: p.read_bytes() for p in out.iterdir()} == files  # nothing written, nothing removed
+
+    refused(["train", *small, "--out", str(out)], "holds a run already")  # forgot --resume
+    refused(["train", *small, "--out", str(out), "--resume", "--overwrite"], "exclude each other")
+    # an unsafe step is refused at the first solve: --overwrite writes nothing before an epoch has ended
+    refused(["train", *small, "--solver", "fb", "--alpha", "50", "--out", str(out), "--overwrite"], "not provably")
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    refused(["train", *small, "--out", str(blocker / "sub")], "cannot create the output folder")
+    ckpt = str(out / "checkpoint.pt")
+    for plot, message in ((tmp_path / "missing" / "c.png", "no folder"), (tmp_path / "c.xyz", "not a figure")):
+        refused(["certify", "--checkpoint", ckpt, "--eps", "0.1", "--plot", str(plot), "--no-progress"], message)
+    assert main(["train", *small, "--seed", "8", "--out", str(out), "--overwrite"]) == 0
+    assert json.loads((out / "config.json").read_text())["seed"] == 8
+
+    # a subset is one fixed permutation, whatever the run's seed: runs of different seeds see the same images
+    _, splits, _ = model_from_checkpoint(out / "checkpoint.pt", test_subset=32)
+    assert torch.equal(splits.test_images, load_dataset("mnist-mini", test_subset=32).test_images)
+
+
 def test_presets_fill_the_recipe_and_options_override(tmp_path: Path) -> None:
     out = tmp_path / "p"
     assert main(["train", "--preset", "mnist-fc", "--dataset", "mnist-mini", "--epochs", "1", "--train-subset",
@@ -408,7 +439,7 @@ def test_torchrun_two_processes_match_one(tmp_path: Path) -> None:
         for key in ("train_loss", "test_loss"):
             assert b[key] == pytest.approx(a[key], rel=1e-3)
     cfg = TrainConfig(**json.loads((tmp_path / "one" / "config.json").read_text()))
-    splits = load_dataset(cfg.dataset, train_subset=cfg.train_subset, test_subset=cfg.test_subset, subset_seed=4)
+    splits = load_dataset(cfg.dataset, train_subset=cfg.train_subset, test_subset=cfg.test_subset)
     torch.manual_seed(cfg.seed)
     start = build_from_config(cfg, splits).state_dict()
     wa = torch.load(tmp_path / "one" / "checkpoint.pt", weights_only=True)["model"]

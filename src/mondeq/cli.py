@@ -65,8 +65,8 @@ def _train_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--weight-decay", type=float, help=f"default {d.weight_decay}")
     p.add_argument("--augment-pad", type=int, help=f"random-crop padding in pixels (default {d.augment_pad})")
     p.add_argument("--augment-flip", action="store_true", help="random horizontal flips")
-    p.add_argument("--train-subset", type=int, help="first N of a seeded permutation")
-    p.add_argument("--test-subset", type=int, help="first N of a seeded permutation")
+    p.add_argument("--train-subset", type=int, help="first N of one fixed permutation (whatever --seed)")
+    p.add_argument("--test-subset", type=int, help="first N of one fixed permutation (whatever --seed)")
     p.add_argument("--hidden", type=int, help="width of the equilibrium (fc 87, nemon-fc 100, opteq-fc 95 by default)")
     p.add_argument("--channels", type=_channels,
                    help="channels of the equilibrium: N (conv models), or one count per tier, e.g. 16,32,32 "
@@ -107,6 +107,7 @@ def _train_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", help="cpu, cuda, cuda:N (default cpu)")
     p.add_argument("--out", help="folder for metrics.jsonl, config.json, checkpoint.pt, plots")
     p.add_argument("--resume", action="store_true", help="continue the run saved in --out")
+    p.add_argument("--overwrite", action="store_true", help="start again in an --out that holds a run")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
@@ -241,7 +242,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     fields = TrainConfig.__dataclass_fields__
     base = preset(given["preset"]) if "preset" in given else {}
     cfg = TrainConfig(**{**base, **{k: v for k, v in given.items() if k in fields}})
-    history = train(cfg, progress=not given.get("no_progress", False), resume=given.get("resume", False))
+    history = train(cfg, progress=not given.get("no_progress", False), resume=given.get("resume", False),
+                    overwrite=given.get("overwrite", False))
     if int(os.environ.get("RANK", "0")) != 0:  # under torchrun, rank 0 reports
         return 0
     last = history[-1]
@@ -290,6 +292,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return commands[args.command](args)
     except MondeqError as e:
+        print(f"mondeq: error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # the file system refused (a folder that cannot be made, a full disk): no traceback
         print(f"mondeq: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import torch
 from torch import nn
@@ -16,19 +17,29 @@ CHECKPOINT_KEYS = ("config", "epoch", "model", "optimizer", "scheduler", "metric
 """What every checkpoint holds; ``config`` is the run's configuration (``{}`` for a model built in Python)."""
 
 
-def save_atomic(obj: Any, path: Path) -> None:
-    """``torch.save`` to a temporary file in the same folder, then rename it over ``path``."""
+def _replace_atomic(path: Path, write: Callable[[IO[bytes]], object]) -> None:
+    """``write`` a temporary file in ``path``'s folder, then rename it over ``path``."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def save_atomic(obj: Any, path: Path) -> None:
+    """``torch.save`` to a temporary file in the same folder, then rename it over ``path``."""
+    _replace_atomic(path, lambda f: torch.save(obj, f))
+
+
+def write_text_atomic(text: str, path: Path) -> None:
+    """Write ``text`` (UTF-8) to a temporary file in the same folder, then rename it over ``path``."""
+    _replace_atomic(path, lambda f: f.write(text.encode()))
 
 
 def load_checkpoint(path: str | Path) -> dict:

@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 
 from ..errors import ConvergenceWarning, InputError
 from ..layers import EquilibriumLayer
-from .checkpoints import load_checkpoint, load_model_state, save_atomic
+from .checkpoints import load_checkpoint, load_model_state, save_atomic, write_text_atomic
 from .distributed import Distributed
 from .plots import plot_metrics
 
@@ -208,6 +208,12 @@ def _quiet(_: str) -> None:
     pass
 
 
+def check_out_mode(resume: bool, overwrite: bool) -> None:
+    """Refuse ``resume`` together with ``overwrite`` in one line."""
+    if resume and overwrite:
+        raise InputError("--resume and --overwrite exclude each other: continue the run in --out, or start again")
+
+
 def fit(
     model: nn.Module,
     train: Data,
@@ -227,6 +233,7 @@ def fit(
     seed: int = 0,
     out: str | Path | None = None,
     resume: bool = False,
+    overwrite: bool = False,
     config: dict[str, Any] | None = None,
     progress: bool = True,
     log: Callable[[str], None] = print,
@@ -243,7 +250,9 @@ def fit(
     With ``out``, writes ``metrics.jsonl`` (one JSON object per epoch), ``checkpoint.pt`` (atomically, every
     epoch, with ``config``), ``config.json`` (when ``config`` is given) and ``metrics.png``. With ``resume``,
     continues from ``out/checkpoint.pt`` (the same model and optimiser; ``epochs`` may grow): a resumed run
-    ends where an uninterrupted one does. Under ``torchrun`` (a joined process group) every process takes its
+    ends where an uninterrupted one does. Nothing in ``out`` is written before the first epoch ends, so a run
+    that fails early leaves an earlier one's files as they were; a fresh run into a folder holding a checkpoint
+    is refused unless ``overwrite``. Under ``torchrun`` (a joined process group) every process takes its
     share of each global batch and the model runs in ``DistributedDataParallel``; rank 0 logs and writes the
     files. With ``autocast`` (``torch.bfloat16``) each training forward runs under ``torch.autocast``: input
     maps and readouts in that precision, the equilibria in the parameters' (:func:`~mondeq.equilibrium`);
@@ -265,6 +274,10 @@ def fit(
     optimizer = optimizer or torch.optim.Adam(model.parameters(), lr=1e-3)
     out = Path(out) if out is not None else None
     history: list[dict] = []
+    check_out_mode(resume, overwrite)
+    if out is not None and not resume and not overwrite and (out / "checkpoint.pt").exists():
+        raise InputError(f"{out} holds a run already (checkpoint.pt): continue it with --resume (resume=True), "
+                         "start it again with --overwrite (overwrite=True), or choose another --out")
     if resume:
         if out is None:
             raise InputError("resuming needs out, the folder of the run to continue")
@@ -282,13 +295,14 @@ def fit(
     if not ranks.main:
         out = None
     if out is not None:
-        out.mkdir(parents=True, exist_ok=True)
-        if config is not None:
-            (out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
-        (out / "metrics.jsonl").write_text("".join(json.dumps(h) + "\n" for h in history))
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise InputError(f"cannot create the output folder {out}: {e.strerror or e}") from None
+    first_epoch = len(history) + 1  # nothing in out is written before this call's first epoch ends
     steps = _num_batches(train, batch_size)
 
-    for epoch in range(len(history) + 1, epochs + 1):
+    for epoch in range(first_epoch, epochs + 1):
         model.train()
         start = time.perf_counter()
         gen = torch.Generator().manual_seed(seed * 100_003 + epoch)
@@ -366,8 +380,9 @@ def fit(
                 f"{metrics.get('test_missed_solves', 0)} evaluation solves missed theirs "
                 f"(worst {metrics.get('test_worst_residual', 0):.3g}); raise --max-iter, or lower --lr")
         if out is not None:
-            with (out / "metrics.jsonl").open("a") as f:
-                f.write(json.dumps(metrics) + "\n")
+            if config is not None and epoch == first_epoch:
+                write_text_atomic(json.dumps(config, indent=2) + "\n", out / "config.json")
+            write_text_atomic("".join(json.dumps(h) + "\n" for h in history), out / "metrics.jsonl")
             save_atomic(
                 {"config": config or {}, "epoch": epoch, "model": model.state_dict(),
                  "optimizer": optimizer.state_dict(),

@@ -6,6 +6,22 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
+from ..errors import InputError
+
+
+def check_plot_path(path: str | Path) -> None:
+    """Refuse, before any work, a figure path whose folder does not exist or whose suffix matplotlib cannot
+    write (:class:`~mondeq.errors.InputError`)."""
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    path = Path(path)
+    if not path.parent.is_dir():
+        raise InputError(f"cannot write the plot {path}: no folder {path.parent}")
+    suffix = path.suffix.lstrip(".").lower()
+    kinds = FigureCanvasBase.get_supported_filetypes()
+    if suffix and suffix not in kinds:
+        raise InputError(f"cannot write the plot {path}: not a figure format ({', '.join(sorted(kinds))})")
+
 
 def plot_metrics(history: list[dict], path: Path, traces: Sequence[tuple] = ()) -> None:
     """Accuracy, loss and solver iterations per epoch, and the residual of one evaluation solve (``traces``),

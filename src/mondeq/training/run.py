@@ -18,7 +18,8 @@ from ..robustness import CertifiedLoss, LipschitzPenalty, certify, plot_certify
 from .checkpoints import load_checkpoint, load_model_state
 from .config import OPTIMIZERS, SCHEDULES, TrainConfig, build_from_config, config_from_checkpoint
 from .distributed import process_group
-from .loop import Objective, Regularizer, cross_entropy, evaluate, fit, solver_name
+from .loop import Objective, Regularizer, check_out_mode, cross_entropy, evaluate, fit, solver_name
+from .plots import check_plot_path
 
 
 def train(
@@ -27,6 +28,7 @@ def train(
     progress: bool = True,
     log: Callable[[str], None] = print,
     resume: bool = False,
+    overwrite: bool = False,
     regularizers: Sequence[Regularizer] = (),
 ) -> list[dict]:
     """Train ``cfg.model`` on ``cfg.dataset`` with :func:`~mondeq.training.fit`; one metrics dict per epoch.
@@ -36,7 +38,8 @@ def train(
     ``cfg.lipschitz_reg = λ > 0``, ``λ`` times a NEMON's ℓ∞ Lipschitz bound on the pixel scale). With
     ``cfg.out``, the run's files (see :func:`~mondeq.training.fit`) and ``config.json``; with ``resume``,
     continues from ``cfg.out/checkpoint.pt`` if it was written with the same configuration (``epochs`` may
-    grow under a step schedule). Under ``torchrun``, ``batch_size`` is global; rank 0 logs and writes.
+    grow under a step schedule); ``overwrite`` starts again in a ``cfg.out`` that holds a run. Under
+    ``torchrun``, ``batch_size`` is global; rank 0 logs and writes.
     """
     with process_group(cfg.device) as (ranks, device):
         cfg.device = device
@@ -47,7 +50,7 @@ def train(
             download(cfg.dataset, cfg.data_dir)
         ranks.barrier()
         splits = load_dataset(cfg.dataset, cfg.data_dir, train_subset=cfg.train_subset,
-                              test_subset=cfg.test_subset, subset_seed=cfg.seed)
+                              test_subset=cfg.test_subset)  # one permutation whatever the seed
         torch.manual_seed(cfg.seed)
         model = build_from_config(cfg, splits).to(torch.device(cfg.device))
         if cfg.lipschitz_reg > 0:
@@ -62,6 +65,7 @@ def train(
         optimizer = OPTIMIZERS[cfg.optimizer](model.parameters(), cfg)
         steps = -(-len(splits.train_labels) // cfg.batch_size)
         scheduler, per = SCHEDULES[cfg.schedule](optimizer, cfg, steps)
+        check_out_mode(resume, overwrite)
         if resume:
             _check_resume(cfg)
         augment = (functools.partial(_augment, pad=cfg.augment_pad, flip=cfg.augment_flip)
@@ -75,7 +79,7 @@ def train(
                    schedule_per=per, loss=loss,
                    regularizers=regularizers, prepare=splits.normalize, augment=augment,
                    batch_size=cfg.batch_size, test_batch_size=cfg.test_batch_size, seed=cfg.seed, out=cfg.out,
-                   resume=resume, config=dataclasses.asdict(cfg), progress=progress, log=log,
+                   resume=resume, overwrite=overwrite, config=dataclasses.asdict(cfg), progress=progress, log=log,
                    autocast=torch.bfloat16 if cfg.bf16 else None)
 
 
@@ -117,8 +121,7 @@ def model_from_checkpoint(
             overrides[key] = value
     cfg = config_from_checkpoint(ckpt, **overrides)
     cfg.validate()
-    splits = load_dataset(cfg.dataset, cfg.data_dir, train_subset=1, test_subset=cfg.test_subset,
-                          subset_seed=cfg.seed)
+    splits = load_dataset(cfg.dataset, cfg.data_dir, train_subset=1, test_subset=cfg.test_subset)
     model = build_from_config(cfg, splits)
     load_model_state(model, ckpt["model"], str(path))
     return model.to(torch.device(cfg.device)), splits, {**ckpt, "config": dataclasses.asdict(cfg)}
@@ -154,6 +157,8 @@ def certify_checkpoint(
     writes the PNG of :func:`~mondeq.robustness.plot_certify`. Options: see :func:`model_from_checkpoint`."""
     if not (tol > 0 and max_iter >= 1):
         raise InputError(f"certify needs tol > 0 and max_iter ≥ 1, got {tol:g}, {max_iter}")
+    if plot is not None:
+        check_plot_path(plot)  # before the work, not after it
     model, splits, ckpt = model_from_checkpoint(path, eval_tol=tol, eval_max_iter=max_iter, **options)
     result = certify(model, splits.test_images, splits.test_labels, splits.normalization, eps, norm,
                      batch_size=ckpt["config"]["test_batch_size"], attack=attack, attack_steps=attack_steps,
