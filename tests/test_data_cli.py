@@ -15,7 +15,7 @@ import torch
 
 from mondeq.cli import main
 from mondeq.data import load_dataset, random_crop_flip, read_idx
-from mondeq.errors import InputError
+from mondeq.errors import InputError, UnprovenSolverError
 from mondeq.training import TrainConfig, build_from_config, equilibrium_layers, model_from_checkpoint, train
 
 
@@ -415,6 +415,30 @@ def test_bench_command(capsys: pytest.CaptureFixture[str]) -> None:
     assert set(r["solvers"]) == {"pr", "fb+anderson"} and r["solvers"]["pr"]["fwd_ratio"] == 1.0
     assert r["solvers"]["pr"]["fwd_iters"] >= 1 and r["training_step"]["step_s"] > 0
     assert main(["bench", "--solvers", "newton", "--reps", "1"]) == 2
+    capsys.readouterr()
+    assert main(["bench", "--model", "fc", "--solvers", "pr", "--reps", "1", "--batch-size", "16"]) == 0
+    assert "MB peak resident" in capsys.readouterr().out
+
+
+def test_bench_takes_any_module_with_one_equilibrium_layer() -> None:
+    import mondeq
+    from mondeq.bench import bench
+
+    torch.manual_seed(0)
+    features = [torch.nn.Conv2d(1, 2, 3, stride=2), torch.nn.ReLU(), torch.nn.Flatten()]
+    layer = mondeq.EquilibriumLayer(torch.nn.Linear(2 * 13 * 13, 12), mondeq.DenseMonotone(12, m=1.0),
+                                    solver=mondeq.ForwardBackward(tol=1e-2))
+    model = mondeq.compose((1, 28, 28), features, layer, torch.nn.Linear(12, 10)).eval()
+    x, labels = torch.randn(8, 1, 28, 28), torch.randint(0, 10, (8,))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    r = bench(model, x, labels, solvers=["pr", "dr"], reps=1)
+    assert set(r["solvers"]) == {"pr", "dr"} and r["training_solver"] == "forward-backward"  # the layer's own
+    assert r["training_step"]["step_s"] > 0 and r["solvers"]["dr"]["fwd_iters"] >= 1
+    assert not model.training and all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    with pytest.raises(UnprovenSolverError, match="not proved"):
+        bench(model, x, labels, solvers=["avg"], reps=1)  # an ℓ∞ solver on an ℓ2 operator
+    with pytest.raises(InputError, match="exactly one equilibrium layer"):
+        bench(torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 10)), x, labels, reps=1)
 
 
 def test_torchrun_two_processes_match_one(tmp_path: Path) -> None:

@@ -9,6 +9,7 @@ guarantee, and each solver runs only on the guarantees it has a proof for.
 
 from .activations import Activation, BorderReLU, Diagonal, Identity, LeakyReLU, ReLU, get_activation
 from .errors import (
+    CertificateError,
     ConvergenceError,
     ConvergenceWarning,
     InputError,
@@ -85,6 +86,7 @@ __all__ = [
     "BackwardMethod",
     "BorderReLU",
     "Box",
+    "CertificateError",
     "ComposedL2",
     "ComposedNemon",
     "ConvMonDEQ",

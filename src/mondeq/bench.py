@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .errors import InputError
 from .implicit import ImplicitBackward
 from .layers import EquilibriumLayer
 from .solvers import Anderson, Average, DouglasRachford, ForwardBackward, PeacemanRachford, Solver
@@ -38,16 +39,16 @@ def best_median(fn: Callable[[], Any], reps: int, rounds: int = 3) -> float:
 
 
 def single_layer(model: nn.Module) -> EquilibriumLayer:
-    """The model's one equilibrium layer."""
+    """The model's one equilibrium layer (:class:`~mondeq.errors.InputError` for none or several)."""
     layers = [m for m in model.modules() if isinstance(m, EquilibriumLayer)]
     if len(layers) != 1:
-        raise ValueError("benchmarks need a model with exactly one equilibrium layer")
+        raise InputError(f"a benchmark needs a model with exactly one equilibrium layer, this one has {len(layers)}")
     return layers[0]
 
 
 def equilibrium_input(model: nn.Module, x: Tensor) -> tuple[EquilibriumLayer, Tensor]:
     """The model's equilibrium layer and ``y = Ux + b`` for the batch ``x`` (read by running the model once)."""
-    layer, seen = single_layer(model), []
+    layer, seen, training = single_layer(model), [], model.training
     handle = layer.input_map.register_forward_hook(lambda mod, inp, out: seen.append(out.detach()))
     try:
         with torch.no_grad(), warnings.catch_warnings():
@@ -55,7 +56,7 @@ def equilibrium_input(model: nn.Module, x: Tensor) -> tuple[EquilibriumLayer, Te
             model.eval()(x)
     finally:
         handle.remove()
-        model.train()
+        model.train(training)
     return layer, seen[0]
 
 
@@ -215,6 +216,35 @@ def peak_rss_mb() -> float | None:
     return kb / 1024 if sys.platform != "darwin" else kb / 2**20
 
 
+def bench(
+    model: nn.Module, x: Tensor, labels: Tensor, *, tol: float = 1e-4, solvers: list[str] | None = None,
+    reps: int = 10,
+) -> dict[str, Any]:
+    """Benchmark any classifier ``nn.Module`` with one equilibrium layer on the batch ``(x, labels)``: the
+    :func:`solver_table` at ``tol`` for ``solvers`` (names of :func:`default_solvers`; default every one with
+    a proof for its operator), its :func:`training_step` with the layer's own solver, and the peak RSS
+    (``peak_rss_mb``; on CUDA also ``cuda_peak_mb``). Solvers the operator has no proof for are refused."""
+    if reps < 1:
+        raise InputError(f"reps must be ≥ 1, got {reps}")
+    layer = single_layer(model)
+    known = default_solvers(tol)
+    names = solvers if solvers is not None else family_solvers(known, layer)
+    unknown = [s for s in names if s not in known]
+    if unknown or not names:
+        raise InputError(f"unknown solver(s) {unknown}; choose from {', '.join(known)}")
+    for s in names:
+        known[s].check(layer.operator.frozen(), layer.activation)
+    if x.device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(x.device)
+    rows = solver_table(model, x, {k: known[k] for k in names}, reps)
+    step = training_step(model, x, labels, reps)
+    out = {"batch_size": len(x), "tol": tol, "solvers": rows, "training_step": step,
+           "training_solver": layer.solver.name, "peak_rss_mb": peak_rss_mb()}
+    if x.device.type == "cuda":
+        out["cuda_peak_mb"] = torch.cuda.max_memory_allocated(x.device) / 2**20
+    return out
+
+
 def bench_model(
     model: str = "fc",
     dataset: str = "mnist-mini",
@@ -227,12 +257,10 @@ def bench_model(
     device: str = "cpu",
     seed: int = 0,
 ) -> dict[str, Any]:
-    """``mondeq bench``: the :func:`solver_table` (at ``tol``) of the registry ``model`` on a batch of
-    ``dataset`` (real images for mnist-mini, else Gaussian inputs of its shape) for ``solvers`` (names of
-    :func:`default_solvers`; default the family's), its :func:`training_step` at ``train_tol`` with the family's
-    default solver, and the peak RSS; unknown names and solvers its operator has no proof for are refused."""
+    """``mondeq bench``: :func:`bench` of the registry ``model`` on a batch of ``dataset`` (real images for
+    mnist-mini, else Gaussian inputs of its shape), its training step at ``train_tol`` with the family's
+    default solver; unknown names are refused."""
     from .data import DATASETS, load_dataset
-    from .errors import InputError
     from .models import build_model
     from .solvers import default_solver, make_solver
     from .training import TrainConfig
@@ -240,27 +268,15 @@ def bench_model(
     TrainConfig(device=device, batch_size=batch_size, tol=tol).validate()
     if dataset not in DATASETS:
         raise InputError(f"unknown dataset {dataset!r}; choose one of {sorted(DATASETS)}")
-    if reps < 1:
-        raise InputError(f"reps must be ≥ 1, got {reps}")
     torch.manual_seed(seed)
     info, dev = DATASETS[dataset], torch.device(device)
     net = build_model(model, info.input_shape, info.num_classes).to(dev)
     layer = single_layer(net)
     layer.solver = make_solver(default_solver(layer.operator.guarantee_type), tol=train_tol)
-    known = default_solvers(tol)
-    names = solvers if solvers is not None else family_solvers(known, layer)
-    unknown = [s for s in names if s not in known]
-    if unknown or not names:
-        raise InputError(f"unknown solver(s) {unknown}; choose from {', '.join(known)}")
-    for s in names:
-        known[s].check(layer.operator.frozen(), layer.activation)
     if dataset == "mnist-mini":
         splits = load_dataset("mnist-mini", test_subset=batch_size, subset_seed=seed)
         x, labels = splits.normalize(splits.test_images).to(dev), splits.test_labels.to(dev)
     else:
         x = torch.randn(batch_size, *info.input_shape, device=dev)
         labels = torch.randint(0, info.num_classes, (batch_size,), device=dev)
-    rows = solver_table(net, x, {k: known[k] for k in names}, reps)
-    step = training_step(net, x, labels, reps)
-    return {"model": model, "dataset": dataset, "batch_size": batch_size, "tol": tol, "solvers": rows,
-            "training_step": step, "training_solver": layer.solver.name, "peak_rss_mb": peak_rss_mb()}
+    return {"model": model, "dataset": dataset, **bench(net.train(), x, labels, tol=tol, solvers=solvers, reps=reps)}

@@ -139,7 +139,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 def _certify_parser(sub: argparse._SubParsersAction) -> None:
     from .robustness.lipschitz import NORMS
 
-    p = sub.add_parser("certify", help="certified accuracy from the model's Lipschitz bound")
+    p = sub.add_parser("certify", help="clean, certified (Lipschitz and interval bounds) and attacked accuracy")
     p.add_argument("--checkpoint", required=True, help="checkpoint.pt written by `mondeq train --out`")
     p.add_argument("--eps", type=float, action="append", required=True,
                    help="radius on the pixel scale [0, 1]; repeat for several")
@@ -231,6 +231,10 @@ def _cmd_bench(args: argparse.Namespace) -> int:
           f"iterations); building the resolvent after an update: {1e3 * step['build_s']:.3f} ms "
           f"({100 * step['build_share']:.1f}% of the step); the passes cost {step['passes_per_product']:.2f} × "
           f"one product σ(Wz + y) ({1e3 * step['product_s']:.3f} ms) per iteration")
+    memory = [f"{r[k]:.0f} MB" + what for k, what in (("peak_rss_mb", " peak resident (the process)"),
+                                                      ("cuda_peak_mb", " peak CUDA allocated")) if r.get(k)]
+    if memory:
+        print("memory: " + ", ".join(memory))
     return 0
 
 
