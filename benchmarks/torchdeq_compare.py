@@ -27,8 +27,9 @@ from torch import Tensor, nn
 from mondeq.bench import SavedBytes, alternating_medians, single_layer, training_pass
 from mondeq.data import load_dataset
 from mondeq.models import build_model
-from mondeq.operators.conv import ConvMonotone, conv_operator, conv_transpose_kernel
+from mondeq.operators.conv import ConvMonotone, conv_operator
 from mondeq.operators.dense import DenseMonotone
+from mondeq.operators.spectral import conv_transpose_kernel
 from mondeq.solvers import PeacemanRachford
 
 

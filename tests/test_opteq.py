@@ -54,7 +54,7 @@ def _materialise(f, shape: tuple[int, ...], dtype=F64) -> torch.Tensor:
 
 def _conv_matrix(op: ConvOptEq, kernel: torch.Tensor) -> torch.Tensor:
     """The dense matrix of the circular convolution with ``kernel`` on ``op``'s maps (float64)."""
-    from mondeq.operators.conv import circular_conv
+    from mondeq.operators.spectral import circular_conv
 
     c, (h, w) = op.channels, op.size
     n = c * h * w

@@ -26,8 +26,8 @@ from torch import Tensor, nn
 from ..errors import InputError
 from ..layers import EquilibriumLayer
 from ..normalization import Normalization
-from ..operators.conv import kernel_spectrum
 from ..operators.dense import DenseFrozenOperator
+from ..operators.spectral import kernel_spectrum
 from ..robustness.interval import abs_linear, embed_dense, enclosed_margins, linear_box
 from ..robustness.lipschitz import LipschitzBound, check_norm
 

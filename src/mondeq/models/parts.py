@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..errors import InputError
-from ..operators.conv import kernel_spectrum
+from ..operators.spectral import kernel_spectrum
 from ..robustness.interval import linear_box
 
 AFFINE = (nn.Linear, nn.Conv2d, nn.BatchNorm1d, nn.BatchNorm2d)

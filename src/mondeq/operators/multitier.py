@@ -37,7 +37,8 @@ from torch import Tensor, nn
 
 from ..errors import InputError
 from .base import FrozenOperator, MonotoneOperator, Resolvent
-from .conv import (
+from .guarantees import StronglyMonotone
+from .spectral import (
     adjoint_product,
     circular_conv,
     conv_transpose_kernel,
@@ -45,7 +46,6 @@ from .conv import (
     kernel_spectrum,
     normalized_kernel,
 )
-from .guarantees import StronglyMonotone
 
 
 def _tier_sizes(size: tuple[int, int], levels: int) -> list[tuple[int, int]]:

@@ -53,16 +53,10 @@ from torch import Tensor, nn
 from ..activations import Activation
 from ..errors import InputError
 from .base import FrozenOperator, TrainableOperator
-from .conv import (
-    ConvFrozenOperator,
-    adjoint_product,
-    circular_conv,
-    conv_transpose_kernel,
-    kernel_spectrum,
-    spectral_vjp,
-)
+from .conv import ConvFrozenOperator
 from .dense import DenseFrozenOperator
 from .guarantees import Guarantee, Nonexpansive, Symmetric
+from .spectral import adjoint_product, circular_conv, conv_transpose_kernel, kernel_spectrum, spectral_vjp
 
 _EPS64 = torch.finfo(torch.float64).eps
 
@@ -279,7 +273,7 @@ class ConvOptEq(_OptEqOperator):
     def vjp(
         self, tensors: Sequence[Tensor], z: Tensor, u: Tensor, need: Sequence[bool]
     ) -> list[Tensor | None]:
-        """In frequency (:func:`~mondeq.operators.conv.spectral_vjp`), through ``Ŵ(f) = V̂(f)ᴴV̂(f)``."""
+        """In frequency (:func:`~mondeq.operators.spectral.spectral_vjp`), through ``Ŵ(f) = V̂(f)ᴴV̂(f)``."""
 
         def spectrum(leaves: Sequence[Tensor]) -> Tensor:
             k_hat = kernel_spectrum(self.kernel(leaves), self.size)
