@@ -3,6 +3,8 @@ as tensors or a loader, a custom loss, callbacks, checkpoints, resume and evalua
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -161,3 +163,16 @@ def test_bfloat16_autocast_trains_like_float32() -> None:
         assert b["train_loss"] != a["train_loss"]
         assert b["train_loss"] == pytest.approx(a["train_loss"], rel=0.02)
         assert abs(b["test_acc"] - a["test_acc"]) <= 0.02
+
+
+def test_the_core_loads_torch_and_numpy_only_and_the_application_on_first_use() -> None:
+    code = ("import sys, numpy, torch\n"
+            "before = set(sys.modules)\n"
+            "import mondeq\n"
+            "new = {m.split('.')[0] for m in set(sys.modules) - before} - {'mondeq'} - sys.stdlib_module_names\n"
+            "app = sorted(m for m in sys.modules if m.startswith(('mondeq.training', 'mondeq.data', 'mondeq.bench')))\n"
+            "assert not new and not app, (new, app)\n"
+            "assert callable(mondeq.training.fit) and callable(mondeq.bench.bench) and mondeq.data.DATASETS\n"
+            "try:\n    mondeq.nothing\nexcept AttributeError:\n    pass\nelse:\n    raise SystemExit('no error')\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr

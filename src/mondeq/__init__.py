@@ -145,3 +145,15 @@ __all__ = [
     "make_solver",
     "solve",
 ]
+
+_APPLICATION = ("bench", "data", "presets", "training")
+"""Submodules of the application layer, imported on first use (``mondeq.training.fit`` after ``import mondeq``)
+so that importing the library does not load the data sets' readers, the training loop or matplotlib."""
+
+
+def __getattr__(name: str) -> object:
+    if name in _APPLICATION:
+        import importlib
+
+        return importlib.import_module(f".{name}", __name__)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
