@@ -274,7 +274,18 @@ def test_presets_and_their_paper_accuracy_are_one_table(capsys: pytest.CaptureFi
 
 
 def test_listings(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["models"]) == 0 and "fc" in capsys.readouterr().out
+    from mondeq.models import MODELS, model_info
+
+    assert main(["models"]) == 0
+    out = capsys.readouterr().out
+    assert all(f"\n{name} " in f"\n{out}" for name in MODELS)
+    # each model says which solvers have a proof for its operator, its default and its options' defaults
+    assert "--solver fb, pr (default), dr; --hidden 87; --m 1.0" in out
+    assert "--solver avg (default); --hidden 100; --gamma 0.0" in out
+    assert model_info("opteq-deep-fc").options["hidden"] == (72, 72, 72)  # a registered variant's own default
+    assert model_info("opteq-fc").solvers == ["fb", "pr", "dr", "halpern"]  # ‖W‖₂ < 1: the anchor is proved
+    with pytest.raises(InputError, match="unknown model"):
+        model_info("resnet")
     assert main(["datasets"]) == 0 and "mnist-mini" in capsys.readouterr().out
 
 

@@ -260,11 +260,22 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_models(args: argparse.Namespace) -> int:
-    from .models import DESCRIPTIONS
+    from .models import MODELS, model_info
     from .presets import PRESETS
+    from .training import TrainConfig
 
-    for name, text in DESCRIPTIONS.items():
-        print(f"{name:<16} {text}")
+    def flag(key: str, value: object) -> str:
+        if value is None:
+            shown = "the data set's" if key == "channels" else "none"
+        else:
+            shown = ",".join(map(str, value)) if isinstance(value, tuple) else str(value)
+        return f"--{key.replace('_', '-')} {shown}"
+
+    for name in MODELS:
+        info = model_info(name)
+        solvers = [f"{s} (default)" if s == info.default_solver else s for s in info.solvers]
+        flags = [flag(k, v) for k, v in info.options.items() if k in TrainConfig.__dataclass_fields__]
+        print(f"{name:<16} {info.description}\n{'':<16} --solver {', '.join(solvers)}; {'; '.join(flags)}")
     print("\npresets (mondeq train --preset NAME --data-dir DIR):")
     for name, p in PRESETS.items():
         print(f"{name:<24} {p.model} on {p.dataset}, {p.epochs} epochs (paper: {p.paper_accuracy})")
@@ -298,6 +309,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except MondeqError as e:
         print(f"mondeq: error: {e}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # the reader went away (`mondeq models | head`): nothing to say to it
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
     except OSError as e:  # the file system refused (a folder that cannot be made, a full disk): no traceback
         print(f"mondeq: error: {e}", file=sys.stderr)
         return 2

@@ -5,7 +5,7 @@ from __future__ import annotations
 import inspect
 from collections.abc import Callable
 from functools import partial
-from typing import Any
+from typing import Any, NamedTuple
 
 from torch import nn
 
@@ -45,6 +45,36 @@ DESCRIPTIONS = {
 }
 
 
+class ModelInfo(NamedTuple):
+    """What the registry says of a model: :data:`DESCRIPTIONS`' line, its options with their defaults (keyword
+    arguments of :func:`build_model`), the solvers with a proof for its operator (short names of
+    :data:`~mondeq.solvers.SOLVERS`) and the family's default among them."""
+
+    description: str
+    options: dict[str, Any]
+    solvers: list[str]
+    default_solver: str
+
+
+_NOT_OPTIONS = ("input_shape", "num_classes", "solver", "backward", "eval_solver")
+
+
+def model_info(name: str) -> ModelInfo:
+    """The :class:`ModelInfo` of the registered ``name`` (its solvers read from the guarantee of a small instance)."""
+    from ..layers import EquilibriumLayer
+    from ..solvers import SOLVERS, default_solver
+
+    model = build_model(name, (1, 8, 8), 2)  # small; refuses an unknown name in one line
+    cls = MODELS[name]
+    fixed = cls.keywords if isinstance(cls, partial) else {}
+    options = {k: fixed.get(k, p.default) for k, p in inspect.signature(cls).parameters.items()
+               if k not in _NOT_OPTIONS and p.default is not inspect.Parameter.empty}
+    layer = next(m for m in model.modules() if isinstance(m, EquilibriumLayer))
+    guarantee = layer.operator.frozen().guarantee
+    solvers = [k for k, c in SOLVERS.items() if c().refusal(guarantee, layer.activation) is None]
+    return ModelInfo(DESCRIPTIONS[name], options, solvers, default_solver(layer.operator.guarantee_type))
+
+
 def build_model(name: str, input_shape: tuple[int, ...], num_classes: int, **options: Any) -> nn.Module:
     """The model registered as ``name`` for inputs of ``input_shape``; unknown names or options raise."""
     try:
@@ -71,6 +101,20 @@ def build_model(name: str, input_shape: tuple[int, ...], num_classes: int, **opt
     return cls(input_shape, num_classes, **options)
 
 
-__all__ = ["DESCRIPTIONS", "MODELS", "ComposedL2", "ComposedNemon", "ConvMonDEQ",
-           "FCMonDEQ", "MultiTierMonDEQ", "NemonConv", "NemonFC", "OptEqConv",
-           "OptEqFC", "build_model", "compose"]
+__all__ = [
+    "DESCRIPTIONS",
+    "MODELS",
+    "ComposedL2",
+    "ComposedNemon",
+    "ConvMonDEQ",
+    "FCMonDEQ",
+    "ModelInfo",
+    "MultiTierMonDEQ",
+    "NemonConv",
+    "NemonFC",
+    "OptEqConv",
+    "OptEqFC",
+    "build_model",
+    "compose",
+    "model_info",
+]
