@@ -57,7 +57,8 @@ def main(argv: list[str] | None = None) -> int:
     for name in args.models.split(","):
         cfg = _config(name, args)
         done = Path(cfg.out) / "checkpoint.pt"
-        history = train(cfg, progress=False, resume=args.resume and done.exists())
+        resume = args.resume and done.exists()
+        history = train(cfg, progress=False, resume=resume, overwrite=not resume)  # --out is this script's
         info_shape = (1, 28, 28) if args.dataset == "mnist" else (3, 32, 32)
         params = sum(t.numel() for t in build_model(name, info_shape, 10).parameters())
         last = history[-1]

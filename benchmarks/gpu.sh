@@ -37,7 +37,7 @@ else
     train=(--model conv --dataset mnist-mini)
 fi
 timeout 300 "$py" -m mondeq.cli train "${train[@]}" --device cuda --epochs 40 --no-progress \
-    --out "$out/train" > "$out/train.log" 2>&1
+    --out "$out/train" --overwrite > "$out/train.log" 2>&1
 note "training (rc $?, 124 = stopped by the time limit; every finished epoch is in metrics.jsonl):"
 [ -f "$out/train/metrics.jsonl" ] && "$py" - "$out/train/metrics.jsonl" >> "$summary" <<'PY'
 import json, sys

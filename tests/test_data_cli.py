@@ -280,13 +280,20 @@ def test_listings(capsys: pytest.CaptureFixture[str]) -> None:
     out = capsys.readouterr().out
     assert all(f"\n{name} " in f"\n{out}" for name in MODELS)
     # each model says which solvers have a proof for its operator, its default and its options' defaults
-    assert "--solver fb, pr (default), dr; --hidden 87; --m 1.0" in out
+    assert "--solver pr (default), fb, dr; --hidden 87; --m 1.0" in out
+    assert "blocks 72,72,72; --gamma 0.95; --prior (none)" in out and "--channels (the data set's)" in out
     assert "--solver avg (default); --hidden 100; --gamma 0.0" in out
     assert model_info("opteq-deep-fc").options["hidden"] == (72, 72, 72)  # a registered variant's own default
     assert model_info("opteq-fc").solvers == ["fb", "pr", "dr", "halpern"]  # ‖W‖₂ < 1: the anchor is proved
     with pytest.raises(InputError, match="unknown model"):
         model_info("resnet")
     assert main(["datasets"]) == 0 and "mnist-mini" in capsys.readouterr().out
+
+
+def test_a_closed_pipe_ends_the_listing_quietly() -> None:
+    proc = subprocess.run(f"{sys.executable} -m mondeq.cli models | head -c 10", shell=True, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.stdout == "fc        " and proc.stderr == ""
 
 
 def test_default_training_reaches_95_percent() -> None:
@@ -368,11 +375,16 @@ def test_eval_and_checkpoint_errors(tmp_path: Path) -> None:
     assert code == 2 and ckpt.read_bytes() == good[:100]
 
 
-def test_a_run_in_out_is_never_lost_to_a_mistake(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_run_in_out_is_never_lost_to_a_mistake(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     small = ["--epochs", "1", "--train-subset", "64", "--test-subset", "32", "--no-progress"]
     out = tmp_path / "run"
     assert main(["train", *small, "--seed", "7", "--out", str(out)]) == 0
     files = {p.name: p.read_bytes() for p in out.iterdir()}
+    mask = os.umask(0)
+    os.umask(mask)
+    assert {p.stat().st_mode & 0o777 for p in out.iterdir()} == {0o666 & ~mask}  # as a plain write makes them
     capsys.readouterr()
 
     def refused(args: list[str], message: str) -> None:
@@ -397,6 +409,16 @@ def test_a_run_in_out_is_never_lost_to_a_mistake(tmp_path: Path, capsys: pytest.
     # a subset is one fixed permutation, whatever the run's seed: runs of different seeds see the same images
     _, splits, _ = model_from_checkpoint(out / "checkpoint.pt", test_subset=32)
     assert torch.equal(splits.test_images, load_dataset("mnist-mini", test_subset=32).test_images)
+    seen: list[dict] = []
+    monkeypatch.setattr("mondeq.training.run.load_dataset", lambda *a, **k: seen.append(k) or load_dataset(*a, **k))
+    assert main(["train", *small, "--seed", "9", "--out", str(tmp_path / "s"), "--subset-seed", "3"]) == 0
+    assert [k["subset_seed"] for k in seen] == [3]  # the training run's subsets: their own seed, not --seed
+    # a checkpoint written before subsets had a seed of their own keeps the images it was trained and tested on
+    old = torch.load(out / "checkpoint.pt", weights_only=True)
+    del old["config"]["subset_seed"]
+    torch.save(old, tmp_path / "old.pt")
+    _, splits, _ = model_from_checkpoint(tmp_path / "old.pt", test_subset=32)
+    assert torch.equal(splits.test_images, load_dataset("mnist-mini", test_subset=32, subset_seed=8).test_images)
 
 
 def test_presets_fill_the_recipe_and_options_override(tmp_path: Path) -> None:
@@ -438,14 +460,17 @@ def test_bench_takes_any_module_with_one_equilibrium_layer() -> None:
     torch.manual_seed(0)
     features = [torch.nn.Conv2d(1, 2, 3, stride=2), torch.nn.ReLU(), torch.nn.Flatten()]
     layer = mondeq.EquilibriumLayer(torch.nn.Linear(2 * 13 * 13, 12), mondeq.DenseMonotone(12, m=1.0),
-                                    solver=mondeq.ForwardBackward(tol=1e-2))
+                                    solver=mondeq.ForwardBackward(tol=1e-2),
+                                    eval_solver=mondeq.PeacemanRachford(tol=1e-6))
     model = mondeq.compose((1, 28, 28), features, layer, torch.nn.Linear(12, 10)).eval()
     x, labels = torch.randn(8, 1, 28, 28), torch.randint(0, 10, (8,))
     before = {k: v.clone() for k, v in model.state_dict().items()}
     r = bench(model, x, labels, solvers=["pr", "dr"], reps=1)
     assert set(r["solvers"]) == {"pr", "dr"} and r["training_solver"] == "forward-backward"  # the layer's own
     assert r["training_step"]["step_s"] > 0 and r["solvers"]["dr"]["fwd_iters"] >= 1
+    assert layer.last_solve.forward.solver == "forward-backward"  # timed in training mode, not by the eval_solver
     assert not model.training and all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert all(p.grad is None for p in model.parameters())
     with pytest.raises(UnprovenSolverError, match="not proved"):
         bench(model, x, labels, solvers=["avg"], reps=1)  # an ℓ∞ solver on an ℓ2 operator
     with pytest.raises(InputError, match="exactly one equilibrium layer"):

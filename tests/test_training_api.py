@@ -170,7 +170,8 @@ def test_the_core_loads_torch_and_numpy_only_and_the_application_on_first_use() 
             "before = set(sys.modules)\n"
             "import mondeq\n"
             "new = {m.split('.')[0] for m in set(sys.modules) - before} - {'mondeq'} - sys.stdlib_module_names\n"
-            "app = sorted(m for m in sys.modules if m.startswith(('mondeq.training', 'mondeq.data', 'mondeq.bench')))\n"
+            "app = sorted(m for m in sys.modules\n"
+            "             if m.startswith(('mondeq.training', 'mondeq.data', 'mondeq.bench', 'mondeq.presets')))\n"
             "assert not new and not app, (new, app)\n"
             "assert callable(mondeq.training.fit) and callable(mondeq.bench.bench) and mondeq.data.DATASETS\n"
             "try:\n    mondeq.nothing\nexcept AttributeError:\n    pass\nelse:\n    raise SystemExit('no error')\n")

@@ -7,6 +7,8 @@ Bullo, NeurIPS 2021), with ``μ∞,Δ(W) < 1``, solved by the average iteration.
 guarantee, and each solver runs only on the guarantees it has a proof for.
 """
 
+from typing import TYPE_CHECKING, Any
+
 from .activations import Activation, BorderReLU, Diagonal, Identity, LeakyReLU, ReLU, get_activation
 from .errors import (
     CertificateError,
@@ -150,10 +152,20 @@ _APPLICATION = ("bench", "data", "presets", "training")
 """Submodules of the application layer, imported on first use (``mondeq.training.fit`` after ``import mondeq``)
 so that importing the library does not load the data sets' readers, the training loop or matplotlib."""
 
+if TYPE_CHECKING:
+    from . import bench as bench
+    from . import data as data
+    from . import presets as presets
+    from . import training as training
 
-def __getattr__(name: str) -> object:
+
+def __getattr__(name: str) -> Any:
     if name in _APPLICATION:
         import importlib
 
         return importlib.import_module(f".{name}", __name__)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_APPLICATION})

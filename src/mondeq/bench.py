@@ -222,8 +222,9 @@ def bench(
 ) -> dict[str, Any]:
     """Benchmark any classifier ``nn.Module`` with one equilibrium layer on the batch ``(x, labels)``: the
     :func:`solver_table` at ``tol`` for ``solvers`` (names of :func:`default_solvers`; default every one with
-    a proof for its operator), its :func:`training_step` with the layer's own solver, and the peak RSS
-    (``peak_rss_mb``; on CUDA also ``cuda_peak_mb``). Solvers the operator has no proof for are refused."""
+    a proof for its operator), its :func:`training_step` in training mode with the layer's own solver, and the
+    peak RSS (``peak_rss_mb``; on CUDA also ``cuda_peak_mb``); the model's mode, weights and gradients are left as
+    they were. Solvers the operator has no proof for are refused."""
     if reps < 1:
         raise InputError(f"reps must be ≥ 1, got {reps}")
     layer = single_layer(model)
@@ -236,8 +237,15 @@ def bench(
         known[s].check(layer.operator.frozen(), layer.activation)
     if x.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(x.device)
-    rows = solver_table(model, x, {k: known[k] for k in names}, reps)
-    step = training_step(model, x, labels, reps)
+    training, grads = model.training, [p.grad for p in model.parameters()]
+    try:
+        model.train()  # the step in training mode (its solver, not an eval_solver; dropout and batch norm on)
+        rows = solver_table(model, x, {k: known[k] for k in names}, reps)
+        step = training_step(model, x, labels, reps)
+    finally:  # the model as it was given: its mode and gradients (training_step restores the weights)
+        model.train(training)
+        for p, g in zip(model.parameters(), grads, strict=True):
+            p.grad = g
     out = {"batch_size": len(x), "tol": tol, "solvers": rows, "training_step": step,
            "training_solver": layer.solver.name, "peak_rss_mb": peak_rss_mb()}
     if x.device.type == "cuda":

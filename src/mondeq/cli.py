@@ -67,6 +67,7 @@ def _train_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--augment-flip", action="store_true", help="random horizontal flips")
     p.add_argument("--train-subset", type=int, help="first N of one fixed permutation (whatever --seed)")
     p.add_argument("--test-subset", type=int, help="first N of one fixed permutation (whatever --seed)")
+    p.add_argument("--subset-seed", type=int, help="the seed of that permutation (default 0)")
     p.add_argument("--hidden", type=int, help="width of the equilibrium (fc 87, nemon-fc 100, opteq-fc 95 by default)")
     p.add_argument("--channels", type=_channels,
                    help="channels of the equilibrium: N (conv models), or one count per tier, e.g. 16,32,32 "
@@ -265,15 +266,17 @@ def _cmd_models(args: argparse.Namespace) -> int:
     from .training import TrainConfig
 
     def flag(key: str, value: object) -> str:
+        if isinstance(value, tuple) and key == "hidden":  # --hidden takes one width: the blocks are the model's
+            return "blocks " + ",".join(map(str, value))
         if value is None:
-            shown = "the data set's" if key == "channels" else "none"
+            shown = "(the data set's)" if key == "channels" else "(none)"
         else:
             shown = ",".join(map(str, value)) if isinstance(value, tuple) else str(value)
         return f"--{key.replace('_', '-')} {shown}"
 
     for name in MODELS:
         info = model_info(name)
-        solvers = [f"{s} (default)" if s == info.default_solver else s for s in info.solvers]
+        solvers = [f"{info.default_solver} (default)", *(s for s in info.solvers if s != info.default_solver)]
         flags = [flag(k, v) for k, v in info.options.items() if k in TrainConfig.__dataclass_fields__]
         print(f"{name:<16} {info.description}\n{'':<16} --solver {', '.join(solvers)}; {'; '.join(flags)}")
     print("\npresets (mondeq train --preset NAME --data-dir DIR):")

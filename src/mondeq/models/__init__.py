@@ -65,11 +65,9 @@ def model_info(name: str) -> ModelInfo:
     from ..solvers import SOLVERS, default_solver
 
     model = build_model(name, (1, 8, 8), 2)  # small; refuses an unknown name in one line
-    cls = MODELS[name]
-    fixed = cls.keywords if isinstance(cls, partial) else {}
-    options = {k: fixed.get(k, p.default) for k, p in inspect.signature(cls).parameters.items()
-               if k not in _NOT_OPTIONS and p.default is not inspect.Parameter.empty}
-    layer = next(m for m in model.modules() if isinstance(m, EquilibriumLayer))
+    options = {k: p.default for k, p in inspect.signature(MODELS[name]).parameters.items()
+               if k not in _NOT_OPTIONS and p.default is not inspect.Parameter.empty}  # a partial's own included
+    layer, = (m for m in model.modules() if isinstance(m, EquilibriumLayer))  # every registered model has one
     guarantee = layer.operator.frozen().guarantee
     solvers = [k for k, c in SOLVERS.items() if c().refusal(guarantee, layer.activation) is None]
     return ModelInfo(DESCRIPTIONS[name], options, solvers, default_solver(layer.operator.guarantee_type))

@@ -43,6 +43,7 @@ class TrainConfig:
     augment_flip: bool = False
     train_subset: int | None = None
     test_subset: int | None = None
+    subset_seed: int = 0
     hidden: int | None = None
     channels: int | list[int] | None = None
     m: float | None = None
@@ -174,4 +175,6 @@ def config_from_checkpoint(ckpt: dict, **overrides: Any) -> TrainConfig:
     if not isinstance(saved, dict) or not saved or set(saved) - fields:
         raise InputError("the checkpoint's configuration is not one this version of mondeq knows "
                          "(a model built in Python is loaded with mondeq.training.load_weights)")
+    if "subset_seed" not in saved:  # written before subsets had a seed of their own: they followed --seed
+        saved = {**saved, "subset_seed": saved.get("seed", 0)}
     return TrainConfig(**{**saved, **overrides})

@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
+
+from ..errors import InputError
 
 
 @dataclass(frozen=True)
@@ -65,6 +67,18 @@ class Distributed:
             return model
         device = next(model.parameters()).device
         return DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
+
+    def checked_on_main(self, check: Callable[[], None]) -> None:
+        """Run ``check`` on rank 0 only; if it raises :class:`~mondeq.errors.InputError` (or ``OSError``), every
+        rank raises together, so that none is left waiting for another (whatever each node's disk holds)."""
+        problem = None
+        if self.main:
+            try:
+                check()
+            except (InputError, OSError) as e:
+                problem = str(e)
+        if self.sum([float(problem is not None)])[0] > 0:
+            raise InputError(problem or "rank 0 refused to go on (its error says why)")
 
     def barrier(self) -> None:
         if self.world > 1:

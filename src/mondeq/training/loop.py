@@ -208,10 +208,24 @@ def _quiet(_: str) -> None:
     pass
 
 
-def check_out_mode(resume: bool, overwrite: bool) -> None:
-    """Refuse ``resume`` together with ``overwrite`` in one line."""
+def check_out(out: str | Path | None, resume: bool, overwrite: bool) -> None:
+    """Refuse, before any work, ``resume`` with ``overwrite``, and a fresh run into an ``out`` that holds a
+    checkpoint (unless ``overwrite``), in one line."""
     if resume and overwrite:
         raise InputError("--resume and --overwrite exclude each other: continue the run in --out, or start again")
+    if out is not None and not resume and not overwrite and (Path(out) / "checkpoint.pt").exists():
+        raise InputError(f"{out} holds a run already (checkpoint.pt): continue it with --resume (resume=True), "
+                         "start it again with --overwrite (overwrite=True), or choose another --out")
+
+
+def _prepare_out(out: Path | None, resume: bool, overwrite: bool) -> None:
+    """:func:`check_out`, then make ``out``."""
+    check_out(out, resume, overwrite)
+    if out is not None:
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise InputError(f"cannot create the output folder {out}: {e.strerror or e}") from None
 
 
 def fit(
@@ -274,10 +288,8 @@ def fit(
     optimizer = optimizer or torch.optim.Adam(model.parameters(), lr=1e-3)
     out = Path(out) if out is not None else None
     history: list[dict] = []
-    check_out_mode(resume, overwrite)
-    if out is not None and not resume and not overwrite and (out / "checkpoint.pt").exists():
-        raise InputError(f"{out} holds a run already (checkpoint.pt): continue it with --resume (resume=True), "
-                         "start it again with --overwrite (overwrite=True), or choose another --out")
+    folder = out
+    ranks.checked_on_main(lambda: _prepare_out(folder, resume, overwrite))
     if resume:
         if out is None:
             raise InputError("resuming needs out, the folder of the run to continue")
@@ -294,11 +306,6 @@ def fit(
     engine = ranks.data_parallel(model)  # after a resume's load: every rank starts from rank 0's state
     if not ranks.main:
         out = None
-    if out is not None:
-        try:
-            out.mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            raise InputError(f"cannot create the output folder {out}: {e.strerror or e}") from None
     first_epoch = len(history) + 1  # nothing in out is written before this call's first epoch ends
     steps = _num_batches(train, batch_size)
 
@@ -380,21 +387,24 @@ def fit(
                 f"{metrics.get('test_missed_solves', 0)} evaluation solves missed theirs "
                 f"(worst {metrics.get('test_worst_residual', 0):.3g}); raise --max-iter, or lower --lr")
         if out is not None:
-            if config is not None and epoch == first_epoch:
-                write_text_atomic(json.dumps(config, indent=2) + "\n", out / "config.json")
-            write_text_atomic("".join(json.dumps(h) + "\n" for h in history), out / "metrics.jsonl")
-            save_atomic(
+            save_atomic(  # first: the checkpoint is what a resume trusts, the rest follows from it
                 {"config": config or {}, "epoch": epoch, "model": model.state_dict(),
                  "optimizer": optimizer.state_dict(),
                  "scheduler": None if scheduler is None else scheduler.state_dict(), "metrics": history},
                 out / "checkpoint.pt",
             )
+            if epoch == first_epoch:  # an overwritten run's config.json goes with it
+                if config is not None:
+                    write_text_atomic(json.dumps(config, indent=2) + "\n", out / "config.json")
+                else:
+                    (out / "config.json").unlink(missing_ok=True)
+            write_text_atomic("".join(json.dumps(h) + "\n" for h in history), out / "metrics.jsonl")
         stop = any([bool(cb.on_epoch(model, metrics)) for cb in callbacks])  # every callback sees the epoch
         if out is not None and epoch < epochs and not stop:  # the residual panel costs solves: only at the end
             plot_metrics(history, out / "metrics.png")
         if stop:
             break
-    if out is not None and history:
+    if out is not None and len(history) >= first_epoch:  # not when a resumed run had nothing left to do
         first = next(_batches(test, test_batch_size), None) if test is not None else None
         traces = residual_trace(model, prepare(first[0].to(device))) if first is not None else []
         plot_metrics(history, out / "metrics.png", traces)

@@ -18,7 +18,7 @@ from ..robustness import CertifiedLoss, LipschitzPenalty, certify, plot_certify
 from .checkpoints import load_checkpoint, load_model_state
 from .config import OPTIMIZERS, SCHEDULES, TrainConfig, build_from_config, config_from_checkpoint
 from .distributed import process_group
-from .loop import Objective, Regularizer, check_out_mode, cross_entropy, evaluate, fit, solver_name
+from .loop import Objective, Regularizer, check_out, cross_entropy, evaluate, fit, solver_name
 from .plots import check_plot_path
 
 
@@ -44,13 +44,14 @@ def train(
     with process_group(cfg.device) as (ranks, device):
         cfg.device = device
         cfg.validate()
+        ranks.checked_on_main(lambda: check_out(cfg.out, resume, overwrite))  # before the data and the model
         if cfg.download and ranks.main:
             if cfg.data_dir is None:
                 raise InputError("--download needs --data-dir, the folder to put the files in")
             download(cfg.dataset, cfg.data_dir)
         ranks.barrier()
         splits = load_dataset(cfg.dataset, cfg.data_dir, train_subset=cfg.train_subset,
-                              test_subset=cfg.test_subset)  # one permutation whatever the seed
+                              test_subset=cfg.test_subset, subset_seed=cfg.subset_seed)
         torch.manual_seed(cfg.seed)
         model = build_from_config(cfg, splits).to(torch.device(cfg.device))
         if cfg.lipschitz_reg > 0:
@@ -65,7 +66,6 @@ def train(
         optimizer = OPTIMIZERS[cfg.optimizer](model.parameters(), cfg)
         steps = -(-len(splits.train_labels) // cfg.batch_size)
         scheduler, per = SCHEDULES[cfg.schedule](optimizer, cfg, steps)
-        check_out_mode(resume, overwrite)
         if resume:
             _check_resume(cfg)
         augment = (functools.partial(_augment, pad=cfg.augment_pad, flip=cfg.augment_flip)
@@ -121,7 +121,8 @@ def model_from_checkpoint(
             overrides[key] = value
     cfg = config_from_checkpoint(ckpt, **overrides)
     cfg.validate()
-    splits = load_dataset(cfg.dataset, cfg.data_dir, train_subset=1, test_subset=cfg.test_subset)
+    splits = load_dataset(cfg.dataset, cfg.data_dir, train_subset=1, test_subset=cfg.test_subset,
+                          subset_seed=cfg.subset_seed)
     model = build_from_config(cfg, splits)
     load_model_state(model, ckpt["model"], str(path))
     return model.to(torch.device(cfg.device)), splits, {**ckpt, "config": dataclasses.asdict(cfg)}
