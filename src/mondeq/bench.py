@@ -287,4 +287,4 @@ def bench_model(
     else:
         x = torch.randn(batch_size, *info.input_shape, device=dev)
         labels = torch.randint(0, info.num_classes, (batch_size,), device=dev)
-    return {"model": model, "dataset": dataset, **bench(net.train(), x, labels, tol=tol, solvers=solvers, reps=reps)}
+    return {"model": model, "dataset": dataset, **bench(net, x, labels, tol=tol, solvers=solvers, reps=reps)}

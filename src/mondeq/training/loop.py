@@ -218,12 +218,12 @@ def check_out(out: str | Path | None, resume: bool, overwrite: bool) -> None:
                          "start it again with --overwrite (overwrite=True), or choose another --out")
 
 
-def _prepare_out(out: Path | None, resume: bool, overwrite: bool) -> None:
+def _prepare_out(out: str | Path | None, resume: bool, overwrite: bool) -> None:
     """:func:`check_out`, then make ``out``."""
     check_out(out, resume, overwrite)
     if out is not None:
         try:
-            out.mkdir(parents=True, exist_ok=True)
+            Path(out).mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise InputError(f"cannot create the output folder {out}: {e.strerror or e}") from None
 
@@ -288,8 +288,7 @@ def fit(
     optimizer = optimizer or torch.optim.Adam(model.parameters(), lr=1e-3)
     out = Path(out) if out is not None else None
     history: list[dict] = []
-    folder = out
-    ranks.checked_on_main(lambda: _prepare_out(folder, resume, overwrite))
+    ranks.checked_on_main(lambda: _prepare_out(out, resume, overwrite))
     if resume:
         if out is None:
             raise InputError("resuming needs out, the folder of the run to continue")
